@@ -1,0 +1,54 @@
+"""pgqml: a PostgreSQL-native background job queue.
+
+Enqueue inside your own transaction, from Python or plain SQL::
+
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute("INSERT INTO orders ...")
+        pgqml.enqueue(conn, "send_email", {"to": "a@b.c"}, queue="emails")
+
+    SELECT pgqml.enqueue('send_email', '{"to": "a@b.c"}', queue => 'emails');
+"""
+
+from __future__ import annotations
+
+from pgqml import errors, states
+from pgqml._impl import IMPL as __impl__
+from pgqml._impl import impl as _impl
+from pgqml.client import (
+    JobSpec,
+    enqueue,
+    enqueue_async,
+    enqueue_many,
+    enqueue_many_async,
+    get_job,
+    get_job_async,
+)
+from pgqml.errors import PgqmlError
+from pgqml.migrate import MigrateResult, MigrationStatus, migrate, migration_status
+from pgqml.states import JobState
+
+#: The job snapshot class of the selected implementation (compiled or pure).
+Job = _impl.Job
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Job",
+    "JobSpec",
+    "JobState",
+    "MigrateResult",
+    "MigrationStatus",
+    "PgqmlError",
+    "__impl__",
+    "__version__",
+    "enqueue",
+    "enqueue_async",
+    "enqueue_many",
+    "enqueue_many_async",
+    "errors",
+    "get_job",
+    "get_job_async",
+    "migrate",
+    "migration_status",
+    "states",
+]

@@ -1,0 +1,467 @@
+"""Enqueue and look up jobs, inside the caller's transaction.
+
+Every function takes the caller's psycopg connection and runs in whatever
+transaction it is in: a rollback leaves no job, a commit makes the job visible
+and wakes listening workers (one NOTIFY per statement and queue). The sync and
+async functions share the validation and parameter building below (sans-IO);
+only the I/O differs.
+
+Input is validated in Python first, so bad input raises a
+:class:`pgqml.errors.ValidationError` subclass before anything is sent; the
+SQL functions and CHECK constraints check again for rows that arrive by other
+roads (plain SQL, triggers, other languages).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.adapt import Dumper
+
+from pgqml import _queries, errors
+from pgqml._impl import impl
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_QUEUE",
+    "JobSpec",
+    "enqueue",
+    "enqueue_async",
+    "enqueue_many",
+    "enqueue_many_async",
+    "get_job",
+    "get_job_async",
+]
+
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 5
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+#: Payload size limit in bytes of encoded JSON; ``PGQML_MAX_PAYLOAD_BYTES``
+#: overrides it. The SQL side reads ``pgqml.max_payload_bytes`` (same default).
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
+_valid_names: set[str] = set()
+
+
+def _max_payload_bytes() -> int:
+    raw = os.environ.get("PGQML_MAX_PAYLOAD_BYTES")
+    if not raw:
+        return DEFAULT_MAX_PAYLOAD_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise errors.ConfigurationError(
+            f"PGQML_MAX_PAYLOAD_BYTES={raw!r} is not valid: a positive number of bytes is required"
+        )
+    return value
+
+
+class _JsonText(bytes):
+    """JSON already encoded by orjson, sent as jsonb without re-encoding."""
+
+
+class _JsonTextDumper(Dumper):
+    # Text format: the bytes are the jsonb input as is.
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+
+_JSONB_OID = 3802
+_JsonTextDumper.oid = _JSONB_OID
+psycopg.adapters.register_dumper(_JsonText, _JsonTextDumper)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for :func:`enqueue_many` (plain dicts with these keys work too)."""
+
+    method: str
+    payload: Mapping[str, Any] | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    run_at: datetime | None = None
+    delay: timedelta | float | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    unique_key: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    tags: Sequence[str] = field(default_factory=tuple)
+
+
+# -- validation (sans-IO) ---------------------------------------------------
+
+
+def _check_name(value: object, what: str, cls: type[errors.InvalidName]) -> str:
+    if type(value) is str and value in _valid_names:
+        return value
+    if (
+        not isinstance(value, str)
+        or not _NAME_RE.fullmatch(value)
+        or len(value.encode("utf-8")) > 63
+    ):
+        raise cls(
+            f"Invalid {what} name {value!r}: 1 to 63 bytes of letters, digits and _ . : -, "
+            "starting with a letter or _"
+        )
+    if len(_valid_names) < 10_000:
+        _valid_names.add(value)
+    return value
+
+
+def _check_int(value: object, what: str, cls: type[errors.ValidationError], lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        bounds = f"from {lo} to {hi}" if hi < 2**31 else f"of at least {lo}"
+        raise cls(f"Invalid {what} {value!r}: an integer {bounds} is required")
+    return value
+
+
+def _check_delay(delay: timedelta | float | None) -> timedelta | None:
+    if delay is None:
+        return None
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise errors.InvalidSchedule(
+            f"Invalid delay {delay!r}: a timedelta or a number of seconds is required"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise errors.InvalidSchedule(f"Invalid delay {delay!r}: it must not be negative")
+    return delay if isinstance(delay, timedelta) else timedelta(seconds=seconds)
+
+
+def _check_run_at(run_at: datetime | None, delay: object) -> datetime | None:
+    if run_at is None:
+        return None
+    if delay is not None:
+        raise errors.InvalidSchedule("Pass either run_at or delay, not both")
+    if not isinstance(run_at, datetime):
+        raise errors.InvalidSchedule(
+            f"Invalid run_at {run_at!r}: a timezone-aware datetime is required"
+        )
+    if run_at.tzinfo is None or run_at.utcoffset() is None:
+        raise errors.InvalidSchedule(
+            f"Invalid run_at {run_at!r}: naive datetimes are ambiguous; pass a timezone-aware "
+            "datetime (e.g. datetime.now(timezone.utc) + timedelta(minutes=5)) or use delay="
+        )
+    return run_at
+
+
+def _check_unique_key(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key.encode("utf-8")) <= 255:
+        raise errors.InvalidUniqueKey(f"Invalid unique_key {key!r}: 1 to 255 bytes of text")
+    return key
+
+
+def _encode_metadata(metadata: object) -> bytes:
+    if metadata is None:
+        return b"{}"
+    if not isinstance(metadata, Mapping):
+        raise errors.InvalidMetadata(
+            f"Invalid metadata: a JSON object (dict) is required, got {type(metadata).__name__}"
+        )
+    try:
+        return orjson.dumps(metadata)
+    except TypeError as exc:
+        raise errors.InvalidMetadata(f"Invalid metadata: not JSON-serializable ({exc})") from None
+
+
+def _check_tags(tags: object) -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, Iterable):
+        raise errors.InvalidMetadata(f"Invalid tags {tags!r}: a list of strings is required")
+    out = list(tags)
+    if not all(isinstance(t, str) for t in out):
+        raise errors.InvalidMetadata(f"Invalid tags {tags!r}: a list of strings is required")
+    return out
+
+
+def _enqueue_params(
+    method: str,
+    payload: Mapping[str, Any] | None,
+    queue: str,
+    priority: int,
+    run_at: datetime | None,
+    delay: timedelta | float | None,
+    max_attempts: int,
+    unique_key: str | None,
+    metadata: Mapping[str, Any] | None,
+    tags: Sequence[str] | None,
+) -> dict[str, Any]:
+    return {
+        "method": _check_name(method, "method", errors.InvalidMethodName),
+        "queue": _check_name(queue, "queue", errors.InvalidQueueName),
+        "payload": _JsonText(
+            impl.encode_payload({} if payload is None else payload, _max_payload_bytes())
+        ),
+        "priority": _check_int(priority, "priority", errors.InvalidPriority, -1000, 1000),
+        "run_at": _check_run_at(run_at, delay),
+        "delay": _check_delay(delay),
+        "max_attempts": _check_int(
+            max_attempts, "max_attempts", errors.InvalidMaxAttempts, 1, 2**31 - 1
+        ),
+        "unique_key": _check_unique_key(unique_key),
+        "metadata": _JsonText(_encode_metadata(metadata)),
+        "tags": _check_tags(tags),
+    }
+
+
+_SPEC_KEYS = frozenset(JobSpec.__dataclass_fields__)
+
+
+def _spec_fields(job: JobSpec | Mapping[str, Any], index: int) -> dict[str, Any]:
+    if isinstance(job, JobSpec):
+        return {k: getattr(job, k) for k in _SPEC_KEYS}
+    if isinstance(job, Mapping):
+        unknown = set(job) - _SPEC_KEYS
+        if unknown:
+            raise errors.ValidationError(
+                f"job {index}: unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}"
+            )
+        if "method" not in job:
+            raise errors.InvalidMethodName(f"job {index}: 'method' is required")
+        return {
+            "payload": None,
+            "queue": DEFAULT_QUEUE,
+            "priority": 0,
+            "run_at": None,
+            "delay": None,
+            "max_attempts": DEFAULT_MAX_ATTEMPTS,
+            "unique_key": None,
+            "metadata": None,
+            "tags": (),
+            **job,
+        }
+    raise errors.ValidationError(
+        f"job {index}: a pgqml.JobSpec or a dict is required, got {type(job).__name__}"
+    )
+
+
+@dataclass
+class _Batch:
+    """A validated batch, ready for the COPY path or the JSON path."""
+
+    rows: list[dict[str, Any]]
+    has_unique: bool
+    needs_clock: bool
+
+
+def _prepare_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> _Batch:
+    limit = _max_payload_bytes()
+    rows: list[dict[str, Any]] = []
+    has_unique = needs_clock = False
+    for index, job in enumerate(jobs):
+        f = _spec_fields(job, index)
+        try:
+            p = _enqueue_params(
+                f["method"],
+                f["payload"],
+                f["queue"],
+                f["priority"],
+                f["run_at"],
+                f["delay"],
+                f["max_attempts"],
+                f["unique_key"],
+                f["metadata"],
+                f["tags"],
+            )
+        except errors.ValidationError as exc:
+            raise type(exc)(f"job {index}: {exc}", **exc.context) from None
+        if len(p["payload"]) > limit:  # pragma: no cover - encode_payload checks first
+            raise errors.PayloadTooLarge()
+        has_unique = has_unique or p["unique_key"] is not None
+        needs_clock = needs_clock or p["run_at"] is not None or p["delay"] is not None
+        rows.append(p)
+    return _Batch(rows, has_unique, needs_clock)
+
+
+def _json_body(batch: _Batch) -> _JsonText:
+    """The whole batch as one JSON array for ``pgqml.enqueue_many_v1``."""
+    out = []
+    for p in batch.rows:
+        item: dict[str, Any] = {
+            "method": p["method"],
+            "queue": p["queue"],
+            "payload": orjson.Fragment(bytes(p["payload"])),
+            "priority": p["priority"],
+            "max_attempts": p["max_attempts"],
+            "metadata": orjson.Fragment(bytes(p["metadata"])),
+            "tags": p["tags"],
+        }
+        if p["unique_key"] is not None:
+            item["unique_key"] = p["unique_key"]
+        if p["run_at"] is not None:
+            item["run_at"] = p["run_at"]
+        if p["delay"] is not None:
+            item["delay"] = p["delay"].total_seconds()
+        out.append(item)
+    return _JsonText(orjson.dumps(out))
+
+
+def _copy_rows(batch: _Batch, ids: list[int], now: datetime | None) -> list[tuple[Any, ...]]:
+    rows = []
+    for job_id, p in zip(ids, batch.rows):
+        run_at = p["run_at"]
+        if run_at is None:
+            run_at = now + p["delay"] if p["delay"] is not None and now is not None else now
+        state = "scheduled" if run_at is not None and now is not None and run_at > now else "enqueued"
+        rows.append(
+            (
+                job_id,
+                p["method"],
+                p["queue"],
+                bytes(p["payload"]).decode("utf-8"),
+                state,
+                p["priority"],
+                run_at,
+                p["max_attempts"],
+                bytes(p["metadata"]).decode("utf-8"),
+                p["tags"],
+            )
+        )
+    return rows
+
+
+#: Below this size the JSON statement is as fast as COPY and needs one round trip.
+_COPY_THRESHOLD = 64
+
+
+# -- sync API ----------------------------------------------------------------
+
+
+def enqueue(
+    conn: psycopg.Connection[Any],
+    method: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    delay: timedelta | float | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    unique_key: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Sequence[str] | None = None,
+) -> int:
+    """Enqueue one job in the connection's current transaction; return its id.
+
+    ``payload`` is a JSON object (dict) passed to the handler as keyword
+    arguments. ``run_at`` (timezone-aware) or ``delay`` (timedelta or seconds,
+    measured on the database clock) schedule it for later. ``priority`` runs
+    from -1000 to 1000, higher first. ``max_attempts`` is the total number of
+    executions allowed. With ``unique_key``, if a live (unfinished) job already
+    holds the key, no job is created and that job's id is returned.
+    """
+    params = _enqueue_params(
+        method, payload, queue, priority, run_at, delay, max_attempts, unique_key, metadata, tags
+    )
+    with errors.wrap_errors():
+        row = conn.execute(_queries.get("enqueue"), params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def enqueue_many(
+    conn: psycopg.Connection[Any], jobs: Iterable[JobSpec | Mapping[str, Any]]
+) -> list[int]:
+    """Enqueue many jobs in one round trip (COPY for large batches); ids in input order.
+
+    If any job is invalid, nothing is written. Jobs with a ``unique_key``
+    behave as in :func:`enqueue`, also against each other within the batch.
+    """
+    batch = _prepare_many(jobs)
+    if not batch.rows:
+        return []
+    with errors.wrap_errors():
+        if batch.has_unique or len(batch.rows) < _COPY_THRESHOLD:
+            cur = conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(batch)})
+            return [int(r[0]) for r in cur.fetchall()]
+        # No transaction of our own: both statements run in the caller's
+        # (a failed COPY writes nothing; its reserved ids are simply skipped).
+        reserved = conn.execute(
+            _queries.get("reserve_job_ids"), {"count": len(batch.rows)}
+        ).fetchall()
+        ids, now = [int(r[0]) for r in reserved], reserved[0][1]
+        with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
+            for row in _copy_rows(batch, ids, now):
+                copy.write_row(row)
+        return ids
+
+
+def get_job(conn: psycopg.Connection[Any], job_id: int) -> Any:
+    """The job with this id (live or finished), or ``None``."""
+    with errors.wrap_errors():
+        row = conn.execute(_queries.get("get_job"), {"id": job_id}).fetchone()
+    return None if row is None else impl.row_to_job(row)
+
+
+# -- async API ---------------------------------------------------------------
+
+
+async def enqueue_async(
+    conn: psycopg.AsyncConnection[Any],
+    method: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    delay: timedelta | float | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    unique_key: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Sequence[str] | None = None,
+) -> int:
+    """Async twin of :func:`enqueue`."""
+    params = _enqueue_params(
+        method, payload, queue, priority, run_at, delay, max_attempts, unique_key, metadata, tags
+    )
+    async with errors.wrap_errors_async():
+        cur = await conn.execute(_queries.get("enqueue"), params)
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def enqueue_many_async(
+    conn: psycopg.AsyncConnection[Any], jobs: Iterable[JobSpec | Mapping[str, Any]]
+) -> list[int]:
+    """Async twin of :func:`enqueue_many`."""
+    batch = _prepare_many(jobs)
+    if not batch.rows:
+        return []
+    async with errors.wrap_errors_async():
+        if batch.has_unique or len(batch.rows) < _COPY_THRESHOLD:
+            cur = await conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(batch)})
+            return [int(r[0]) for r in await cur.fetchall()]
+        cur = await conn.execute(_queries.get("reserve_job_ids"), {"count": len(batch.rows)})
+        reserved = await cur.fetchall()
+        ids, now = [int(r[0]) for r in reserved], reserved[0][1]
+        async with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
+            for row in _copy_rows(batch, ids, now):
+                await copy.write_row(row)
+        return ids
+
+
+async def get_job_async(conn: psycopg.AsyncConnection[Any], job_id: int) -> Any:
+    """Async twin of :func:`get_job`."""
+    async with errors.wrap_errors_async():
+        cur = await conn.execute(_queries.get("get_job"), {"id": job_id})
+        row = await cur.fetchone()
+    return None if row is None else impl.row_to_job(row)
+
