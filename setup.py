@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 ext_modules = []
 if not os.environ.get("PGQML_NO_EXT"):
     from Cython.Build import cythonize
 
     ext_modules = cythonize(
-        ["pgqml/_speedups.pyx"],
+        [Extension("pgqml._speedups", ["pgqml/_speedups.pyx"])],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
         quiet=True,
     )

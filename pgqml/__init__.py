@@ -9,8 +9,6 @@ Enqueue inside your own transaction, from Python or plain SQL::
     SELECT pgqml.enqueue('send_email', '{"to": "a@b.c"}', queue => 'emails');
 """
 
-from __future__ import annotations
-
 from pgqml import errors, states
 from pgqml._impl import IMPL as __impl__
 from pgqml._impl import impl as _impl
@@ -24,7 +22,7 @@ from pgqml.client import (
     get_job_async,
 )
 from pgqml.errors import PgqmlError
-from pgqml.migrate import MigrateResult, MigrationStatus, migrate, migration_status
+from pgqml.migrations import MigrateResult, MigrationStatus, migrate, migration_status
 from pgqml.states import JobState
 
 #: The job snapshot class of the selected implementation (compiled or pure).

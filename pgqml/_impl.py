@@ -26,7 +26,7 @@ def _load() -> ModuleType:
 
         return _purepy
     try:
-        from pgqml import _speedups  # type: ignore[attr-defined]
+        from pgqml import _speedups
     except ImportError as exc:
         if wanted == "c":
             raise errors.ConfigurationError(
@@ -39,7 +39,7 @@ def _load() -> ModuleType:
         from pgqml import _purepy
 
         return _purepy
-    return _speedups  # type: ignore[no-any-return]
+    return _speedups
 
 
 impl: ModuleType = _load()

@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
-from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
 
 from pgqml.job import JOB_SELECT
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 __all__ = ["get", "migration_files", "names", "sql_root"]
 
@@ -26,7 +29,7 @@ def sql_root() -> Traversable:
 def _parse(text: str, source: str) -> dict[str, str]:
     parts = _NAME_RE.split(text)
     queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
         sql = "\n".join(lines).strip().replace("{job_columns}", JOB_SELECT)
         if not sql:

@@ -365,10 +365,13 @@ cdef tuple _unpack_row(object row):
     try:
         it = iter(row)
     except TypeError:
-        if _Py_TYPE(row).tp_iter == NULL and not PySequence_Check(row):
-            name = (<bytes>_Py_TYPE(row).tp_name).decode("utf-8", "replace")
-            raise TypeError(f"cannot unpack non-iterable {name} object") from None
-        raise
+        if _Py_TYPE(row).tp_iter != NULL or PySequence_Check(row):
+            raise
+        it = None
+    if it is None:
+        # Raised outside the except block: no __context__, as in CPython.
+        name = (<bytes>_Py_TYPE(row).tp_name).decode("utf-8", "replace")
+        raise TypeError(f"cannot unpack non-iterable {name} object")
     items = []
     for item in it:
         if len(items) == N_COLUMNS:
@@ -402,7 +405,10 @@ cdef Job _row_to_job(object row):
     raw = t[16]
     result = None if raw is None else _loads(raw)
     raw = t[18]
-    metadata = {} if raw is None else _loads(raw)
+    metadata = None if raw is None else _loads(raw)
+    if metadata is None:
+        # SQL NULL, or JSON 'null' (which Job.__init__ turns into {} too).
+        metadata = {}
     raw = t[19]
     tags = [] if raw is None else list(raw)
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import psycopg
 
-from pgqml import errors, migrate as _migrate
+from pgqml import errors
+from pgqml import migrations as _migrate
 
 __all__ = ["main", "resolve_dsn"]
 
@@ -90,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="pgqml: a PostgreSQL-native background job queue.",
     )
     parser.add_argument("--version", action="version", version=f"pgqml {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log debug details to stderr"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     mig = sub.add_parser(

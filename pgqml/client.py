@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -119,7 +119,9 @@ def _check_name(value: object, what: str, cls: type[errors.InvalidName]) -> str:
     return value
 
 
-def _check_int(value: object, what: str, cls: type[errors.ValidationError], lo: int, hi: int) -> int:
+def _check_int(
+    value: object, what: str, cls: type[errors.ValidationError], lo: int, hi: int
+) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         bounds = f"from {lo} to {hi}" if hi < 2**31 else f"of at least {lo}"
         raise cls(f"Invalid {what} {value!r}: an integer {bounds} is required")
@@ -191,6 +193,55 @@ def _check_tags(tags: object) -> list[str]:
     return out
 
 
+class _Row(NamedTuple):
+    """One validated job, payload and metadata already encoded."""
+
+    method: str
+    queue: str
+    payload: bytes
+    priority: int
+    run_at: datetime | None
+    delay: timedelta | None
+    max_attempts: int
+    unique_key: str | None
+    metadata: bytes
+    tags: list[str]
+
+
+def _validate(
+    method: object,
+    payload: object,
+    queue: object,
+    priority: object,
+    run_at: object,
+    delay: object,
+    max_attempts: object,
+    unique_key: object,
+    metadata: object,
+    tags: object,
+    limit: int,
+) -> _Row:
+    # Fast paths first: this runs once per job in enqueue_many.
+    if type(priority) is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        priority = _check_int(priority, "priority", errors.InvalidPriority, -1000, 1000)
+    if type(max_attempts) is not int or max_attempts < 1:
+        max_attempts = _check_int(
+            max_attempts, "max_attempts", errors.InvalidMaxAttempts, 1, 2**31 - 1
+        )
+    return _Row(
+        _check_name(method, "method", errors.InvalidMethodName),
+        _check_name(queue, "queue", errors.InvalidQueueName),
+        impl.encode_payload({} if payload is None else payload, limit),
+        priority,
+        None if run_at is None else _check_run_at(run_at, delay),  # type: ignore[arg-type]
+        None if delay is None else _check_delay(delay),  # type: ignore[arg-type]
+        max_attempts,
+        None if unique_key is None else _check_unique_key(unique_key),
+        b"{}" if metadata is None else _encode_metadata(metadata),
+        [] if not tags and isinstance(tags, (tuple, list, type(None))) else _check_tags(tags),
+    )
+
+
 def _enqueue_params(
     method: str,
     payload: Mapping[str, Any] | None,
@@ -203,138 +254,158 @@ def _enqueue_params(
     metadata: Mapping[str, Any] | None,
     tags: Sequence[str] | None,
 ) -> dict[str, Any]:
-    return {
-        "method": _check_name(method, "method", errors.InvalidMethodName),
-        "queue": _check_name(queue, "queue", errors.InvalidQueueName),
-        "payload": _JsonText(
-            impl.encode_payload({} if payload is None else payload, _max_payload_bytes())
-        ),
-        "priority": _check_int(priority, "priority", errors.InvalidPriority, -1000, 1000),
-        "run_at": _check_run_at(run_at, delay),
-        "delay": _check_delay(delay),
-        "max_attempts": _check_int(
-            max_attempts, "max_attempts", errors.InvalidMaxAttempts, 1, 2**31 - 1
-        ),
-        "unique_key": _check_unique_key(unique_key),
-        "metadata": _JsonText(_encode_metadata(metadata)),
-        "tags": _check_tags(tags),
-    }
+    row = _validate(
+        method,
+        payload,
+        queue,
+        priority,
+        run_at,
+        delay,
+        max_attempts,
+        unique_key,
+        metadata,
+        tags,
+        _max_payload_bytes(),
+    )
+    params = row._asdict()
+    params["payload"] = _JsonText(row.payload)
+    params["metadata"] = _JsonText(row.metadata)
+    return params
 
 
 _SPEC_KEYS = frozenset(JobSpec.__dataclass_fields__)
 
 
-def _spec_fields(job: JobSpec | Mapping[str, Any], index: int) -> dict[str, Any]:
-    if isinstance(job, JobSpec):
-        return {k: getattr(job, k) for k in _SPEC_KEYS}
-    if isinstance(job, Mapping):
-        unknown = set(job) - _SPEC_KEYS
-        if unknown:
-            raise errors.ValidationError(
-                f"job {index}: unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}"
-            )
-        if "method" not in job:
-            raise errors.InvalidMethodName(f"job {index}: 'method' is required")
-        return {
-            "payload": None,
-            "queue": DEFAULT_QUEUE,
-            "priority": 0,
-            "run_at": None,
-            "delay": None,
-            "max_attempts": DEFAULT_MAX_ATTEMPTS,
-            "unique_key": None,
-            "metadata": None,
-            "tags": (),
-            **job,
-        }
-    raise errors.ValidationError(
-        f"job {index}: a pgqml.JobSpec or a dict is required, got {type(job).__name__}"
-    )
-
-
-@dataclass
-class _Batch:
-    """A validated batch, ready for the COPY path or the JSON path."""
-
-    rows: list[dict[str, Any]]
-    has_unique: bool
-    needs_clock: bool
-
-
-def _prepare_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> _Batch:
+def _prepare_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[_Row]:
     limit = _max_payload_bytes()
-    rows: list[dict[str, Any]] = []
-    has_unique = needs_clock = False
+    rows: list[_Row] = []
+    append = rows.append
     for index, job in enumerate(jobs):
-        f = _spec_fields(job, index)
         try:
-            p = _enqueue_params(
-                f["method"],
-                f["payload"],
-                f["queue"],
-                f["priority"],
-                f["run_at"],
-                f["delay"],
-                f["max_attempts"],
-                f["unique_key"],
-                f["metadata"],
-                f["tags"],
-            )
+            if isinstance(job, JobSpec):
+                append(
+                    _validate(
+                        job.method,
+                        job.payload,
+                        job.queue,
+                        job.priority,
+                        job.run_at,
+                        job.delay,
+                        job.max_attempts,
+                        job.unique_key,
+                        job.metadata,
+                        job.tags,
+                        limit,
+                    )
+                )
+            elif isinstance(job, Mapping):
+                unknown = job.keys() - _SPEC_KEYS
+                if unknown:
+                    raise errors.ValidationError(
+                        f"unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}"
+                    )
+                if "method" not in job:
+                    raise errors.InvalidMethodName("'method' is required")
+                get = job.get
+                append(
+                    _validate(
+                        job["method"],
+                        get("payload"),
+                        get("queue", DEFAULT_QUEUE),
+                        get("priority", 0),
+                        get("run_at"),
+                        get("delay"),
+                        get("max_attempts", DEFAULT_MAX_ATTEMPTS),
+                        get("unique_key"),
+                        get("metadata"),
+                        get("tags"),
+                        limit,
+                    )
+                )
+            else:
+                raise errors.ValidationError(
+                    f"a pgqml.JobSpec or a dict is required, got {type(job).__name__}"
+                )
         except errors.ValidationError as exc:
             raise type(exc)(f"job {index}: {exc}", **exc.context) from None
-        if len(p["payload"]) > limit:  # pragma: no cover - encode_payload checks first
-            raise errors.PayloadTooLarge()
-        has_unique = has_unique or p["unique_key"] is not None
-        needs_clock = needs_clock or p["run_at"] is not None or p["delay"] is not None
-        rows.append(p)
-    return _Batch(rows, has_unique, needs_clock)
+    return rows
 
 
-def _json_body(batch: _Batch) -> _JsonText:
+def _json_body(rows: list[_Row]) -> _JsonText:
     """The whole batch as one JSON array for ``pgqml.enqueue_many_v1``."""
     out = []
-    for p in batch.rows:
+    for r in rows:
         item: dict[str, Any] = {
-            "method": p["method"],
-            "queue": p["queue"],
-            "payload": orjson.Fragment(bytes(p["payload"])),
-            "priority": p["priority"],
-            "max_attempts": p["max_attempts"],
-            "metadata": orjson.Fragment(bytes(p["metadata"])),
-            "tags": p["tags"],
+            "method": r.method,
+            "queue": r.queue,
+            "payload": orjson.Fragment(r.payload),
+            "priority": r.priority,
+            "max_attempts": r.max_attempts,
+            "metadata": orjson.Fragment(r.metadata),
+            "tags": r.tags,
         }
-        if p["unique_key"] is not None:
-            item["unique_key"] = p["unique_key"]
-        if p["run_at"] is not None:
-            item["run_at"] = p["run_at"]
-        if p["delay"] is not None:
-            item["delay"] = p["delay"].total_seconds()
+        if r.unique_key is not None:
+            item["unique_key"] = r.unique_key
+        if r.run_at is not None:
+            item["run_at"] = r.run_at
+        if r.delay is not None:
+            item["delay"] = r.delay.total_seconds()
         out.append(item)
     return _JsonText(orjson.dumps(out))
 
 
-def _copy_rows(batch: _Batch, ids: list[int], now: datetime | None) -> list[tuple[Any, ...]]:
-    rows = []
-    for job_id, p in zip(ids, batch.rows):
-        run_at = p["run_at"]
-        if run_at is None:
-            run_at = now + p["delay"] if p["delay"] is not None and now is not None else now
-        state = "scheduled" if run_at is not None and now is not None and run_at > now else "enqueued"
-        rows.append(
-            (
+def _copy_text(value: str) -> bytes:
+    """Escape a value for COPY's text format."""
+    return (
+        value.replace("\\", "\\\\")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+        .encode("utf-8")
+    )
+
+
+def _array_literal(tags: list[str]) -> bytes:
+    if not tags:
+        return b"{}"
+    items = ",".join('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in tags)
+    return _copy_text("{" + items + "}")
+
+
+def _copy_buffer(rows: list[_Row], ids: list[int], now: datetime) -> bytes:
+    """The batch in COPY text format, built in one pass (no per-row adaptation)."""
+    now_text = now.isoformat().encode()
+    out: list[bytes] = []
+    append = out.append
+    for job_id, r in zip(ids, rows, strict=True):
+        if r.run_at is None and r.delay is None:
+            run_at, state = now_text, b"enqueued"
+        else:
+            when = r.run_at if r.run_at is not None else now + r.delay  # type: ignore[operator]
+            run_at = when.isoformat().encode()
+            state = b"scheduled" if when > now else b"enqueued"
+        payload = r.payload
+        if b"\\" in payload:  # orjson escapes control characters, so only \ needs care
+            payload = payload.replace(b"\\", b"\\\\")
+        metadata = r.metadata
+        if b"\\" in metadata:
+            metadata = metadata.replace(b"\\", b"\\\\")
+        append(
+            b"%d\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n"
+            % (
                 job_id,
-                p["method"],
-                p["queue"],
-                bytes(p["payload"]).decode("utf-8"),
+                r.method.encode(),
+                r.queue.encode(),
+                payload,
                 state,
-                p["priority"],
+                r.priority,
                 run_at,
-                p["max_attempts"],
-                bytes(p["metadata"]).decode("utf-8"),
-                p["tags"],
+                r.max_attempts,
+                metadata,
+                _array_literal(r.tags),
             )
         )
-    return rows
+    return b"".join(out)
 
 
 #: Below this size the JSON statement is as fast as COPY and needs one round trip.
@@ -384,22 +455,19 @@ def enqueue_many(
     If any job is invalid, nothing is written. Jobs with a ``unique_key``
     behave as in :func:`enqueue`, also against each other within the batch.
     """
-    batch = _prepare_many(jobs)
-    if not batch.rows:
+    rows = _prepare_many(jobs)
+    if not rows:
         return []
     with errors.wrap_errors():
-        if batch.has_unique or len(batch.rows) < _COPY_THRESHOLD:
-            cur = conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(batch)})
+        if len(rows) < _COPY_THRESHOLD or any(r.unique_key is not None for r in rows):
+            cur = conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(rows)})
             return [int(r[0]) for r in cur.fetchall()]
         # No transaction of our own: both statements run in the caller's
         # (a failed COPY writes nothing; its reserved ids are simply skipped).
-        reserved = conn.execute(
-            _queries.get("reserve_job_ids"), {"count": len(batch.rows)}
-        ).fetchall()
+        reserved = conn.execute(_queries.get("reserve_job_ids"), {"count": len(rows)}).fetchall()
         ids, now = [int(r[0]) for r in reserved], reserved[0][1]
         with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
-            for row in _copy_rows(batch, ids, now):
-                copy.write_row(row)
+            copy.write(_copy_buffer(rows, ids, now))
         return ids
 
 
@@ -442,19 +510,18 @@ async def enqueue_many_async(
     conn: psycopg.AsyncConnection[Any], jobs: Iterable[JobSpec | Mapping[str, Any]]
 ) -> list[int]:
     """Async twin of :func:`enqueue_many`."""
-    batch = _prepare_many(jobs)
-    if not batch.rows:
+    rows = _prepare_many(jobs)
+    if not rows:
         return []
     async with errors.wrap_errors_async():
-        if batch.has_unique or len(batch.rows) < _COPY_THRESHOLD:
-            cur = await conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(batch)})
+        if len(rows) < _COPY_THRESHOLD or any(r.unique_key is not None for r in rows):
+            cur = await conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(rows)})
             return [int(r[0]) for r in await cur.fetchall()]
-        cur = await conn.execute(_queries.get("reserve_job_ids"), {"count": len(batch.rows)})
+        cur = await conn.execute(_queries.get("reserve_job_ids"), {"count": len(rows)})
         reserved = await cur.fetchall()
         ids, now = [int(r[0]) for r in reserved], reserved[0][1]
         async with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
-            for row in _copy_rows(batch, ids, now):
-                await copy.write_row(row)
+            await copy.write(_copy_buffer(rows, ids, now))
         return ids
 
 
@@ -464,4 +531,3 @@ async def get_job_async(conn: psycopg.AsyncConnection[Any], job_id: int) -> Any:
         cur = await conn.execute(_queries.get("get_job"), {"id": job_id})
         row = await cur.fetchone()
     return None if row is None else impl.row_to_job(row)
-

@@ -84,9 +84,13 @@ class ConfigurationError(PgqmlError):
 class ValidationError(PgqmlError, ValueError):
     """Invalid input; nothing was written."""
 
+    sqlstate: str | None = "PQ100"
+
 
 class InvalidName(ValidationError):
     """Invalid name."""
+
+    sqlstate: str | None = None
 
 
 class InvalidQueueName(InvalidName):
@@ -188,6 +192,7 @@ class DatabaseError(PgqmlError):
 SQLSTATE_TO_ERROR: dict[str, type[PgqmlError]] = {
     cls.sqlstate: cls
     for cls in (
+        ValidationError,
         InvalidQueueName,
         InvalidMethodName,
         InvalidPriority,

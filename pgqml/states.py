@@ -71,9 +71,7 @@ _S = JobState
 #: Allowed transitions; anything absent (self-transitions included) is rejected.
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     _S.ENQUEUED: frozenset({_S.PROCESSING, _S.FAILED, _S.DELETED, _S.SCHEDULED}),
-    _S.PROCESSING: frozenset(
-        {_S.SUCCEEDED, _S.FAILED, _S.DELETED, _S.AWAITING_RETRY, _S.ENQUEUED}
-    ),
+    _S.PROCESSING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.DELETED, _S.AWAITING_RETRY, _S.ENQUEUED}),
     _S.SCHEDULED: frozenset({_S.ENQUEUED, _S.PROCESSING, _S.DELETED}),
     _S.AWAITING_RETRY: frozenset({_S.ENQUEUED, _S.PROCESSING, _S.DELETED}),
     _S.FAILED: frozenset({_S.ENQUEUED, _S.DELETED, _S.AWAITING_RETRY}),

@@ -10,7 +10,7 @@
 -- for autovacuum to keep up with its churn. The cost is one DELETE + INSERT per
 -- finished job instead of one UPDATE.
 --
--- The migration runner (pgqml/migrate.py) creates the schema and the
+-- The migration runner (pgqml/migrations.py) creates the schema and the
 -- bookkeeping table pgqml.migrations, holds an advisory lock, and runs each
 -- migration file in one transaction.
 --

@@ -1,4 +1,4 @@
--- Named statements of the migration runner (pgqml/migrate.py).
+-- Named statements of the migration runner (pgqml/migrations.py).
 
 -- name: migration_lock
 -- Serialise concurrent migrators for the rest of the transaction.

@@ -43,9 +43,9 @@ def test_commit_makes_job_visible_to_others(dsn, conn):
 
 
 def test_rollback_leaves_no_job(conn):
-    with pytest.raises(RuntimeError), conn.transaction():
+    with conn.transaction(force_rollback=True):
         pgqml.enqueue(conn, "send_email", {"to": "a@b.c"})
-        raise RuntimeError("boom")
+        assert count(conn) == 1
     assert count(conn) == 0
 
 
@@ -61,9 +61,9 @@ def test_delay_schedules_on_the_database_clock(conn):
     assert job.run_at == db_now + timedelta(minutes=5)
     # seconds work too, and a zero delay is ready at once
     assert pgqml.get_job(conn, pgqml.enqueue(conn, "report", delay=0)).state is JobState.ENQUEUED
-    assert pgqml.get_job(conn, pgqml.enqueue(conn, "report", delay=90)).run_at == db_now + timedelta(
-        seconds=90
-    )
+    assert pgqml.get_job(
+        conn, pgqml.enqueue(conn, "report", delay=90)
+    ).run_at == db_now + timedelta(seconds=90)
 
 
 def test_run_at_past_is_ready_and_future_is_scheduled(conn):
@@ -76,10 +76,8 @@ def test_run_at_past_is_ready_and_future_is_scheduled(conn):
 
 
 def test_metadata_tags_and_payload_round_trip(conn):
-    payload = {"s": "é ☃ \\ \t \"q\"", "n": [1, 2.5, None, True], "d": {"x": {}}}
-    job_id = pgqml.enqueue(
-        conn, "m", payload, metadata={"trace": "abc"}, tags=["a", "b c", 'd"e']
-    )
+    payload = {"s": 'é ☃ \\ \t "q"', "n": [1, 2.5, None, True], "d": {"x": {}}}
+    job_id = pgqml.enqueue(conn, "m", payload, metadata={"trace": "abc"}, tags=["a", "b c", 'd"e'])
     job = pgqml.get_job(conn, job_id)
     assert job.payload == payload
     assert job.metadata == {"trace": "abc"}
@@ -119,7 +117,9 @@ def test_async_twin(dsn):
                 job_id = await pgqml.enqueue_async(aconn, "send_email", {"to": "x"}, queue="q")
             job = await pgqml.get_job_async(aconn, job_id)
             assert job.payload == {"to": "x"} and job.queue == "q"
-            ids = await pgqml.enqueue_many_async(aconn, [{"method": "m", "payload": {"i": i}} for i in range(200)])
+            ids = await pgqml.enqueue_many_async(
+                aconn, [{"method": "m", "payload": {"i": i}} for i in range(200)]
+            )
             assert len(ids) == 200
             small = await pgqml.enqueue_many_async(aconn, [pgqml.JobSpec("m"), pgqml.JobSpec("n")])
             assert len(small) == 2
