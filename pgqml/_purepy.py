@@ -199,6 +199,8 @@ def encode_payload(payload: Mapping[str, Any], max_bytes: int) -> bytes:
         raise errors.InvalidPayload(
             f"Invalid payload: a JSON object (dict) is required, got {type(payload).__name__}"
         )
+    if type(payload) is not dict:
+        payload = dict(payload)  # orjson serialises real dicts only
     try:
         data = orjson.dumps(payload)
     except TypeError as exc:

@@ -328,6 +328,8 @@ def encode_payload(payload, max_bytes):
         raise _InvalidPayload(
             f"Invalid payload: a JSON object (dict) is required, got {type(payload).__name__}"
         )
+    if type(payload) is not dict:
+        payload = dict(payload)  # orjson serialises real dicts only
     try:
         data = _dumps(payload)
     except TypeError as exc:
