@@ -464,8 +464,14 @@ def enqueue_many(
             return [int(r[0]) for r in cur.fetchall()]
         # No transaction of our own: both statements run in the caller's
         # (a failed COPY writes nothing; its reserved ids are simply skipped).
-        reserved = conn.execute(_queries.get("reserve_job_ids"), {"count": len(rows)}).fetchall()
-        ids, now = [int(r[0]) for r in reserved], reserved[0][1]
+        reserved = (
+            conn.cursor(binary=True)
+            .execute(_queries.get("reserve_job_ids"), {"count": len(rows)})
+            .fetchone()
+        )
+        assert reserved is not None
+        ids: list[int] = reserved[0]
+        now: datetime = reserved[1]
         with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
             copy.write(_copy_buffer(rows, ids, now))
         return ids
@@ -517,9 +523,12 @@ async def enqueue_many_async(
         if len(rows) < _COPY_THRESHOLD or any(r.unique_key is not None for r in rows):
             cur = await conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(rows)})
             return [int(r[0]) for r in await cur.fetchall()]
-        cur = await conn.execute(_queries.get("reserve_job_ids"), {"count": len(rows)})
-        reserved = await cur.fetchall()
-        ids, now = [int(r[0]) for r in reserved], reserved[0][1]
+        cur = conn.cursor(binary=True)
+        await cur.execute(_queries.get("reserve_job_ids"), {"count": len(rows)})
+        reserved = await cur.fetchone()
+        assert reserved is not None
+        ids: list[int] = reserved[0]
+        now: datetime = reserved[1]
         async with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
             await copy.write(_copy_buffer(rows, ids, now))
         return ids
