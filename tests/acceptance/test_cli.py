@@ -82,3 +82,23 @@ def test_sql_enqueue_after_cli_migrate(empty_dsn):
             (job_id,),
         ).fetchone()
     assert row[:6] == ("send_email", "emails", 5, 3, "order-42", "scheduled")
+
+
+def test_two_migrate_processes_at_once(empty_dsn):
+    cmd = [PGQML] if PGQML else [sys.executable, "-m", "pgqml.cli"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PGQML_DSN", "DATABASE_URL")}
+    procs = [
+        subprocess.Popen(
+            [*cmd, "migrate", "--dsn", empty_dsn],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+    assert sum("applied 1 migration" in out for out, _ in outputs) == 1
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pgqml.migrations").fetchone()[0] == 1
