@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from pgqml import errors
+from pgqml.job import JOB_FIELDS
 from pgqml.states import TRANSITIONS, JobState
 
 __all__ = [
@@ -31,30 +32,7 @@ __all__ = [
 
 IMPL = "python"
 
-_FIELDS = (
-    "id",
-    "method",
-    "queue",
-    "payload",
-    "state",
-    "priority",
-    "attempt",
-    "max_attempts",
-    "run_at",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "lease_owner",
-    "lease_expires_at",
-    "last_error",
-    "last_traceback",
-    "result",
-    "unique_key",
-    "metadata",
-    "tags",
-    "lost_count",
-    "expires_at",
-)
+_FIELDS = JOB_FIELDS
 
 _STATES: dict[str, JobState] = {s.value: s for s in JobState}
 _ALLOWED: frozenset[tuple[str, str]] = frozenset(

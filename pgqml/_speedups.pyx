@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import orjson
 
 from pgqml import errors
+from pgqml.job import JOB_FIELDS
 from pgqml.states import TRANSITIONS, JobState
 
 __all__ = [
@@ -69,30 +70,9 @@ cdef enum:
 #: state string -> prebuilt JobState member (row decoding).
 cdef dict _STATES = {s.value: s for s in JobState}
 
-_FIELDS = (
-    "id",
-    "method",
-    "queue",
-    "payload",
-    "state",
-    "priority",
-    "attempt",
-    "max_attempts",
-    "run_at",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "lease_owner",
-    "lease_expires_at",
-    "last_error",
-    "last_traceback",
-    "result",
-    "unique_key",
-    "metadata",
-    "tags",
-    "lost_count",
-    "expires_at",
-)
+_FIELDS = JOB_FIELDS
+if len(_FIELDS) != N_COLUMNS:  # the row unpacking below is unrolled for N_COLUMNS
+    raise ImportError(f"pgqml._speedups was built for {N_COLUMNS} job columns, pgqml.job has {len(_FIELDS)}: rebuild it")
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["JOB_COLUMNS", "JOB_SELECT"]
+__all__ = ["JOB_COLUMNS", "JOB_FIELDS", "JOB_SELECT"]
 
 #: Column order of every query that returns jobs; ``row_to_job`` unpacks in this
 #: order. JSON columns are selected as text so the compiled module decodes them.
@@ -32,3 +32,6 @@ JOB_COLUMNS: tuple[str, ...] = (
 )
 
 JOB_SELECT = ", ".join(JOB_COLUMNS)
+
+#: The Job attribute names, in the same order (the columns without their casts).
+JOB_FIELDS: tuple[str, ...] = tuple(c.split("::")[0] for c in JOB_COLUMNS)
