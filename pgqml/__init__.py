@@ -24,6 +24,20 @@ from pgqml.client import (
 from pgqml.errors import PgqmlError
 from pgqml.migrations import MigrateResult, MigrationStatus, migrate, migration_status
 from pgqml.states import JobState
+from pgqml.worker import (
+    BackgroundJobServer,
+    JobCancelled,
+    JobTimeout,
+    LoggingMiddleware,
+    PayloadMismatch,
+    RetryPolicy,
+    ServerConfig,
+    Task,
+    Worker,
+    WorkerContext,
+    WorkerRegistry,
+    WorkerResult,
+)
 
 #: The job snapshot class of the selected implementation (compiled or pure).
 Job = _impl.Job
@@ -31,12 +45,24 @@ Job = _impl.Job
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackgroundJobServer",
     "Job",
+    "JobCancelled",
     "JobSpec",
     "JobState",
+    "JobTimeout",
+    "LoggingMiddleware",
     "MigrateResult",
     "MigrationStatus",
+    "PayloadMismatch",
     "PgqmlError",
+    "RetryPolicy",
+    "ServerConfig",
+    "Task",
+    "Worker",
+    "WorkerContext",
+    "WorkerRegistry",
+    "WorkerResult",
     "__impl__",
     "__version__",
     "enqueue",
