@@ -14,7 +14,8 @@ One root, :class:`PgqmlError`. The tree::
     │   │   └── PayloadTooLarge
     │   ├── InvalidSchedule          naive datetime, negative delay, both delay and run_at
     │   ├── InvalidUniqueKey
-    │   └── InvalidMetadata
+    │   ├── InvalidMetadata
+    │   └── InvalidWorkerCall        a worker procedure called with bad arguments
     ├── InvalidTransition           a state change the state machine forbids
     ├── JobNotFound
     ├── MigrationError
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidSchedule",
     "InvalidTransition",
     "InvalidUniqueKey",
+    "InvalidWorkerCall",
     "JobNotFound",
     "MigrationError",
     "PayloadTooLarge",
@@ -149,6 +151,12 @@ class InvalidMetadata(ValidationError):
     sqlstate = "PQ109"
 
 
+class InvalidWorkerCall(ValidationError):
+    """Invalid call of a worker procedure (owner, limit, lease, batch arrays)."""
+
+    sqlstate = "PQ110"
+
+
 class InvalidTransition(PgqmlError):
     """The state machine does not allow this transition."""
 
@@ -202,6 +210,7 @@ SQLSTATE_TO_ERROR: dict[str, type[PgqmlError]] = {
         InvalidSchedule,
         InvalidUniqueKey,
         InvalidMetadata,
+        InvalidWorkerCall,
         InvalidTransition,
         JobNotFound,
         MigrationError,

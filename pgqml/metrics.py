@@ -158,7 +158,7 @@ class MetricsServer:
             from prometheus_client import CollectorRegistry, multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+            multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         else:
             registry = REGISTRY
 
@@ -211,4 +211,4 @@ class MetricsServer:
 
 def multiprocess_dir() -> str | None:
     """prometheus-client's multiprocess directory, when this process records into one."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None

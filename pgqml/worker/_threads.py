@@ -10,6 +10,7 @@ writes can exit while a runaway handler is still inside them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import queue
 import threading
@@ -85,10 +86,9 @@ class ThreadPool:
             else:
                 fut.set_result(result)
 
-        try:
+        # A closed loop means nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
     def shutdown(self) -> None:
         """Ask idle threads to exit; busy ones exit when their call returns."""

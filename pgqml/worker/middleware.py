@@ -48,7 +48,7 @@ class _MiddlewareObject(Protocol):
     async def call(self, job: Job, ctx: WorkerContext, call_next: Next) -> WorkerResult: ...
 
 
-Middleware = Union[
+Middleware = Union[  # noqa: UP007 (a runtime alias: "Job" is only a string here)
     Callable[["Job", WorkerContext, Next], Awaitable[WorkerResult]], _MiddlewareObject
 ]
 StateChangeHook = Callable[["Job", "JobState", "JobState"], Any]

@@ -43,6 +43,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -179,6 +180,11 @@ class BackgroundJobServer:
             self._pool: AsyncConnectionPool[Any] | None = None
             self._own_pool = True
         elif isinstance(dsn_or_pool, AsyncConnectionPool):
+            if not isinstance(dsn_or_pool.conninfo, str):
+                raise errors.ConfigurationError(
+                    "the pool's conninfo must be a string: the server opens its LISTEN "
+                    "connection with it"
+                )
             self._dsn = dsn_or_pool.conninfo
             self._pool = dsn_or_pool
             self._own_pool = False
@@ -198,6 +204,7 @@ class BackgroundJobServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._stop_timeout: float | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -267,7 +274,7 @@ class BackgroundJobServer:
         """
         await self.start_async()
         loop = asyncio.get_running_loop()
-        installed: list[int] = []
+        installed: list[signal.Signals] = []
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -379,7 +386,6 @@ class BackgroundJobServer:
         self._active_gauge = (
             self._metrics.active.labels(cfg.server_name) if self._metrics is not None else None
         )
-        self._stop_timeout: float | None = None
 
         if self._pool is None:
             self._pool = AsyncConnectionPool(
@@ -421,7 +427,7 @@ class BackgroundJobServer:
             ",".join(self._queues) if self._queues else "*",
             cfg.concurrency,
             ",".join(self._methods),
-            "on" if cfg.listen else "off (polling every %ss)" % cfg.polling_interval,
+            "on" if cfg.listen else f"off (polling every {cfg.polling_interval}s)",
         )
 
     def _on_signal(self, sig: int) -> None:
@@ -857,7 +863,7 @@ class BackgroundJobServer:
             rows = await _fetchall(conn, "complete_jobs", params)
         # Written: take the batch off the queue (a lost attempt may have been
         # dropped from it meanwhile, so remove by identity).
-        written = {o for o in batch}
+        written = set(batch)
         self._pending = [o for o in self._pending if o not in written]
         if not self._pending:
             self._pending_event.clear()
@@ -879,10 +885,22 @@ class BackgroundJobServer:
                 self._count_lost(att)
                 continue
             self._counts[o.kind] += 1
+            if o.kind == "retry":
+                self._wake_for_retry(o)
             if m is not None:
                 m.processed.labels(att.job.queue, o.kind).inc()
             if self._hooks:
                 self._fire_hooks(att.job, JobState.PROCESSING, JobState(new_state))
+
+    def _wake_for_retry(self, o: _Outcome) -> None:
+        """A retry due before the next poll wakes the fetch loop when it is due."""
+        if o.run_at is not None:
+            delay = (o.run_at - datetime.now(timezone.utc)).total_seconds()
+        else:
+            delay = o.delay or 0.0
+        if delay < self.config.polling_interval and not self._closing.is_set():
+            # a little late rather than early: the database clock decides due-ness
+            asyncio.get_running_loop().call_later(max(delay, 0.0) + 0.01, self._wake.set)
 
     async def _drain_pending(self, deadline: float) -> None:
         while self._pending and time.monotonic() < deadline:

@@ -209,7 +209,7 @@ class WorkerContext:
 
     @property
     def previous_error(self) -> str | None:
-        return self.job.last_error  # type: ignore[no-any-return]
+        return self.job.last_error
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -1,0 +1,7 @@
+"""``python -m pgqml``: the ``pgqml`` command."""
+
+import sys
+
+from pgqml.cli import main
+
+sys.exit(main())
