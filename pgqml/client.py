@@ -27,6 +27,7 @@ import psycopg
 from psycopg.adapt import Dumper
 
 from pgqml import _queries, errors
+from pgqml import metrics as _metrics
 from pgqml._impl import impl
 
 __all__ = [
@@ -408,6 +409,16 @@ def _copy_buffer(rows: list[_Row], ids: list[int], now: datetime) -> bytes:
     return b"".join(out)
 
 
+def _count_enqueued(rows: list[_Row]) -> None:
+    if _metrics.get() is None:
+        return
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.queue] = counts.get(r.queue, 0) + 1
+    for queue, n in counts.items():
+        _metrics.record_enqueued(queue, n)
+
+
 #: Below this size the JSON statement is as fast as COPY and needs one round trip.
 _COPY_THRESHOLD = 64
 
@@ -444,6 +455,7 @@ def enqueue(
     with errors.wrap_errors():
         row = conn.execute(_queries.get("enqueue"), params).fetchone()
     assert row is not None
+    _metrics.record_enqueued(queue)
     return int(row[0])
 
 
@@ -461,7 +473,9 @@ def enqueue_many(
     with errors.wrap_errors():
         if len(rows) < _COPY_THRESHOLD or any(r.unique_key is not None for r in rows):
             cur = conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(rows)})
-            return [int(r[0]) for r in cur.fetchall()]
+            out = [int(r[0]) for r in cur.fetchall()]
+            _count_enqueued(rows)
+            return out
         # No transaction of our own: both statements run in the caller's
         # (a failed COPY writes nothing; its reserved ids are simply skipped).
         reserved = (
@@ -474,6 +488,7 @@ def enqueue_many(
         now: datetime = reserved[1]
         with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
             copy.write(_copy_buffer(rows, ids, now))
+        _count_enqueued(rows)
         return ids
 
 
@@ -509,6 +524,7 @@ async def enqueue_async(
         cur = await conn.execute(_queries.get("enqueue"), params)
         row = await cur.fetchone()
     assert row is not None
+    _metrics.record_enqueued(queue)
     return int(row[0])
 
 
@@ -522,7 +538,9 @@ async def enqueue_many_async(
     async with errors.wrap_errors_async():
         if len(rows) < _COPY_THRESHOLD or any(r.unique_key is not None for r in rows):
             cur = await conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(rows)})
-            return [int(r[0]) for r in await cur.fetchall()]
+            out = [int(r[0]) for r in await cur.fetchall()]
+            _count_enqueued(rows)
+            return out
         cur = conn.cursor(binary=True)
         await cur.execute(_queries.get("reserve_job_ids"), {"count": len(rows)})
         reserved = await cur.fetchone()
@@ -531,6 +549,7 @@ async def enqueue_many_async(
         now: datetime = reserved[1]
         async with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
             await copy.write(_copy_buffer(rows, ids, now))
+        _count_enqueued(rows)
         return ids
 
 

@@ -1188,14 +1188,15 @@ async def _execute(conn: psycopg.AsyncConnection[Any], name: str, params: Any) -
 
 async def _check_schema(conn: psycopg.AsyncConnection[Any]) -> None:
     latest = len(_queries.migration_files())
-    cur = await conn.execute(
-        "SELECT CASE WHEN to_regclass('pgqml.migrations') IS NULL THEN NULL "
-        "ELSE (SELECT coalesce(max(version), 0) FROM pgqml.migrations) END"
-    )
+    cur = await conn.execute("SELECT to_regclass('pgqml.migrations') IS NOT NULL")
     row = await cur.fetchone()
+    current = None
+    if row is not None and row[0]:
+        cur = await conn.execute("SELECT coalesce(max(version), 0) FROM pgqml.migrations")
+        row = await cur.fetchone()
+        current = None if row is None else row[0]
     if not conn.autocommit:
         await conn.commit()
-    current = None if row is None else row[0]
     if current is None:
         raise errors.SchemaNotInstalled(
             "The pgqml schema is not installed in this database: run `pgqml migrate`"

@@ -39,8 +39,9 @@ def test_migrate_check_show_sql_cycle(empty_dsn):
         assert conn.execute("SELECT to_regclass('pgqml.jobs')").fetchone()[0] is None
     out = run("migrate", "--dsn", empty_dsn)
     assert out.returncode == 0, out.stderr
-    assert "applied 1 migration" in out.stdout
+    assert "applied 2 migration" in out.stdout
     assert "applied 0001_initial" in out.stderr  # progress log
+    assert "applied 0002_worker" in out.stderr
     out = run("migrate", "--dsn", empty_dsn)
     assert out.returncode == 0 and "up to date" in out.stdout
     out = run("migrate", "--check", "--dsn", empty_dsn)
@@ -99,6 +100,6 @@ def test_two_migrate_processes_at_once(empty_dsn):
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
-    assert sum("applied 1 migration" in out for out, _ in outputs) == 1
+    assert sum("applied 2 migration" in out for out, _ in outputs) == 1
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM pgqml.migrations").fetchone()[0] == 1
