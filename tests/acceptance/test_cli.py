@@ -102,4 +102,4 @@ def test_two_migrate_processes_at_once(empty_dsn):
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
     assert sum("applied 2 migration" in out for out, _ in outputs) == 1
     with psycopg.connect(empty_dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM pgqml.migrations").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM pgqml.migrations").fetchone()[0] == 2
