@@ -769,7 +769,9 @@ class BackgroundJobServer:
     def _record(self, att: _Attempt, result: WorkerResult) -> None:
         job = att.job
         kind = result.kind
-        if kind == "success":
+        if kind == "success" and result.result is None:
+            outcome = _Outcome(att, "succeeded")
+        elif kind == "success":
             try:
                 encoded = orjson.dumps(result.result).decode()
             except TypeError as exc:
@@ -953,6 +955,9 @@ class BackgroundJobServer:
         cfg = self.config
         while True:
             await asyncio.sleep(cfg.heartbeat_interval * random.uniform(0.9, 1.0))
+            # Checked every tick, not only when a heartbeat fails: a heartbeat
+            # that hangs on a dead connection must not keep us trusting leases.
+            self._self_fence()
             await self._heartbeat()
 
     async def _heartbeat(self) -> None:
@@ -961,29 +966,14 @@ class BackgroundJobServer:
         sent = time.monotonic()
         assert self._pool is not None
         try:
-            async with self._write_lock, self._pool.connection() as conn:
-                rows = await _fetchall(
-                    conn,
-                    "heartbeat",
-                    {
-                        "server_id": self.server_id,
-                        "ids": [a.id for a in atts],
-                        "attempts": [a.attempt for a in atts],
-                        "lease": cfg.lease_duration,
-                    },
-                )
-                known, renewed = rows[0]
-                if not known:
-                    log.warning(
-                        "server %s was missing from the registry (pruned after a long "
-                        "pause?); registering again",
-                        self.server_id,
-                    )
-                    await self._register(conn)
+            # Bounded: a hung call must not stall lease bookkeeping past the lease.
+            _known, renewed = await asyncio.wait_for(
+                self._heartbeat_io(atts), timeout=cfg.lease_duration / 2
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("heartbeat failed (%s)", _describe(exc))
+            log.warning("heartbeat failed (%s)", _describe(exc) or type(exc).__name__)
             self._self_fence()
             return
         self._last_heartbeat_ok = sent
@@ -999,6 +989,30 @@ class BackgroundJobServer:
                     "its lease was not renewed: the job was rescued, cancelled "
                     "or deleted by someone else",
                 )
+
+    async def _heartbeat_io(self, atts: list[_Attempt]) -> tuple[bool, list[int]]:
+        cfg = self.config
+        assert self._pool is not None
+        async with self._write_lock, self._pool.connection() as conn:
+            rows = await _fetchall(
+                conn,
+                "heartbeat",
+                {
+                    "server_id": self.server_id,
+                    "ids": [a.id for a in atts],
+                    "attempts": [a.attempt for a in atts],
+                    "lease": cfg.lease_duration,
+                },
+            )
+            known, renewed = rows[0]
+            if not known:
+                log.warning(
+                    "server %s was missing from the registry (pruned after a long "
+                    "pause?); registering again",
+                    self.server_id,
+                )
+                await self._register(conn)
+        return bool(known), list(renewed)
 
     def _self_fence(self) -> None:
         """Stop acting on attempts whose lease may have expired in the database."""
