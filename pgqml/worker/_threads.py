@@ -40,7 +40,14 @@ class ThreadPool:
         ctx = contextvars.copy_context()
         with self._lock:
             self.busy += 1
-            spawn = self._idle == 0 and len(self._threads) < self._max
+            # Reserve an idle thread for this item, else start one (up to the
+            # cap). Counting idle threads without reserving them lets several
+            # submits share one thread that only looks idle.
+            if self._idle > 0:
+                self._idle -= 1
+                spawn = False
+            else:
+                spawn = len(self._threads) < self._max
             if spawn:
                 t = threading.Thread(
                     target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
@@ -52,12 +59,9 @@ class ThreadPool:
         return fut
 
     def _work(self) -> None:
+        # A new thread was started for an item already on its way: it is not idle.
         while True:
-            with self._lock:
-                self._idle += 1
             item = self._queue.get()
-            with self._lock:
-                self._idle -= 1
             if item is None:
                 return
             loop, fut, call = item
@@ -67,6 +71,8 @@ class ThreadPool:
                 self._deliver(loop, fut, None, exc)
             else:
                 self._deliver(loop, fut, result, None)
+            with self._lock:
+                self._idle += 1
 
     def _deliver(
         self,
