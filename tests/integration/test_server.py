@@ -552,3 +552,30 @@ def test_async_api_with_a_caller_owned_pool(dsn, autoconn):
 
     got = asyncio.run(main())
     assert got.result == 42
+
+
+def test_worker_survives_all_its_connections_being_killed(dsn, autoconn):
+    """A database restart or failover drops every connection: the pool reconnects,
+    LISTEN is restored, and work continues without restarting the process."""
+    reg = pgqml.WorkerRegistry()
+    done: list[int] = []
+
+    @reg.task("ping")
+    async def ping(ctx: pgqml.WorkerContext) -> None:
+        done.append(ctx.job.id)
+
+    with running(dsn, reg, polling_interval=0.5) as server:
+        first = pgqml.enqueue(autoconn, "ping")
+        wait_until(lambda: first in done)
+        killed = autoconn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE 'pgqml%'"
+        ).fetchone()[0]
+        assert killed >= 2  # the pool's connections and the listener
+        ids = [pgqml.enqueue(autoconn, "ping") for _ in range(5)]
+        wait_until(lambda: set(ids) <= set(done), timeout=15, what="jobs after reconnect")
+        wait_until(lambda: server.health()[0], timeout=15, what="health after reconnect")
+        wait_until(
+            lambda: all(finished(autoconn, i) for i in ids), timeout=15, what="outcomes written"
+        )
+    assert {job_row(autoconn, i)["state"] for i in ids} == {"succeeded"}
