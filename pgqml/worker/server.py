@@ -551,7 +551,15 @@ class BackgroundJobServer:
     # -- fetch -------------------------------------------------------------------
 
     def _free(self) -> int:
-        return self.config.concurrency - len(self._attempts) - len(self._zombies)
+        # A claimed job holds its slot until its outcome is written, so the
+        # server never has more than `concurrency` jobs in flight (and leased):
+        # fast handlers cannot run ahead of the database.
+        return (
+            self.config.concurrency
+            - len(self._attempts)
+            - len(self._unflushed)
+            - len(self._zombies)
+        )
 
     async def _fetch_loop(self) -> None:
         cfg = self.config
@@ -842,48 +850,46 @@ class BackgroundJobServer:
                 backoff = 0.0
 
     async def _flush_once(self) -> None:
-        batch = self._pending[: self.config.completion_batch_size]
-        if not batch:
-            self._pending_event.clear()
-            return
         cfg = self.config
-        params = {
-            "owner": self.server_id,
-            "ids": [o.attempt.id for o in batch],
-            "attempts": [o.attempt.attempt for o in batch],
-            "outcomes": [o.kind for o in batch],
-            "results": [o.result for o in batch],
-            "errors": [o.error for o in batch],
-            "tracebacks": [o.traceback for o in batch],
-            "run_at": [o.run_at for o in batch],
-            "delays": [o.delay for o in batch],
-            "succeeded_ttl": cfg.succeeded_ttl,
-            "failed_ttl": cfg.failed_ttl,
-        }
         assert self._pool is not None
-        async with self._write_lock, self._pool.connection() as conn:
-            rows = await _fetchall(conn, "complete_jobs", params)
-        # Written: take the batch off the queue (a lost attempt may have been
-        # dropped from it meanwhile, so remove by identity).
-        written = set(batch)
-        self._pending = [o for o in self._pending if o not in written]
-        if not self._pending:
-            self._pending_event.clear()
+        # The batch is taken under the write lock, so two flushers (the flush
+        # loop and shutdown) never write the same outcomes.
+        async with self._write_lock:
+            batch = self._pending[: cfg.completion_batch_size]
+            if not batch:
+                self._pending_event.clear()
+                return
+            params = {
+                "owner": self.server_id,
+                "ids": [o.attempt.id for o in batch],
+                "attempts": [o.attempt.attempt for o in batch],
+                "outcomes": [o.kind for o in batch],
+                "results": [o.result for o in batch],
+                "errors": [o.error for o in batch],
+                "tracebacks": [o.traceback for o in batch],
+                "run_at": [o.run_at for o in batch],
+                "delays": [o.delay for o in batch],
+                "succeeded_ttl": cfg.succeeded_ttl,
+                "failed_ttl": cfg.failed_ttl,
+            }
+            async with self._pool.connection() as conn:
+                rows = await _fetchall(conn, "complete_jobs", params)
+            # Written: take the batch off the queue (a lost attempt may have
+            # been dropped from it meanwhile, so remove by identity).
+            written = set(batch)
+            self._pending = [o for o in self._pending if o not in written]
+            if not self._pending:
+                self._pending_event.clear()
         applied = dict(rows)
         m = self._metrics
+        fenced: list[_Outcome] = []
         for o in batch:
             att = o.attempt
-            self._unflushed.pop(att.id, None)
+            if self._unflushed.get(att.id) is att:
+                del self._unflushed[att.id]
             new_state = applied.get(att.id)
             if new_state is None:
-                log.warning(
-                    "job %s attempt %d: outcome %r not written: the attempt is no longer "
-                    "this server's (its lease was lost; the job was rescued, cancelled or "
-                    "deleted)",
-                    att.id,
-                    att.attempt,
-                    o.kind,
-                )
+                fenced.append(o)
                 self._count_lost(att)
                 continue
             self._counts[o.kind] += 1
@@ -893,6 +899,14 @@ class BackgroundJobServer:
                 m.processed.labels(att.job.queue, o.kind).inc()
             if self._hooks:
                 self._fire_hooks(att.job, JobState.PROCESSING, JobState(new_state))
+        self._slot_freed.set()
+        if fenced:
+            log.warning(
+                "%d outcome(s) not written: the attempts are no longer this server's (their "
+                "leases were lost; the jobs were rescued, cancelled or deleted): %s",
+                len(fenced),
+                _ids_text([(o.attempt.id, o.attempt.attempt) for o in fenced]),
+            )
 
     def _wake_for_retry(self, o: _Outcome) -> None:
         """A retry due before the next poll wakes the fetch loop when it is due."""
@@ -978,17 +992,18 @@ class BackgroundJobServer:
             return
         self._last_heartbeat_ok = sent
         renewed_ids = set(renewed)
+        lost = []
         for att in atts:
             if att.id in renewed_ids:
                 att.renewed_at = max(att.renewed_at, sent)
             elif att.renewed_at < sent and (
                 self._attempts.get(att.id) is att or self._unflushed.get(att.id) is att
             ):
-                self._lose(
-                    att,
-                    "its lease was not renewed: the job was rescued, cancelled "
-                    "or deleted by someone else",
-                )
+                lost.append(att)
+        self._lose_all(
+            lost,
+            "their leases were not renewed (rescued, cancelled or deleted by someone else)",
+        )
 
     async def _heartbeat_io(self, atts: list[_Attempt]) -> tuple[bool, list[int]]:
         cfg = self.config
@@ -1019,16 +1034,31 @@ class BackgroundJobServer:
         cfg = self.config
         limit = cfg.lease_duration - cfg.heartbeat_interval
         now = time.monotonic()
-        for att in [*self._attempts.values(), *self._unflushed.values()]:
-            if now - att.renewed_at > limit:
-                self._lose(
-                    att,
-                    f"its lease could not be renewed for {now - att.renewed_at:.0f}s; the "
-                    "database will hand it to another worker",
-                )
+        stale = [
+            att
+            for att in [*self._attempts.values(), *self._unflushed.values()]
+            if now - att.renewed_at > limit
+        ]
+        self._lose_all(
+            stale,
+            f"their leases could not be renewed for over {limit:g}s; the database will "
+            "hand them to other workers",
+        )
 
-    def _lose(self, att: _Attempt, why: str) -> None:
-        log.warning("job %s attempt %d: stopping work on it: %s", att.id, att.attempt, why)
+    def _lose_all(self, atts: list[_Attempt], why: str) -> None:
+        """Stop acting on these attempts (one log line for all of them)."""
+        if not atts:
+            return
+        log.warning(
+            "stopping work on %d job(s): %s: %s",
+            len(atts),
+            why,
+            _ids_text([(a.id, a.attempt) for a in atts]),
+        )
+        for att in atts:
+            self._lose(att)
+
+    def _lose(self, att: _Attempt) -> None:
         if self._attempts.get(att.id) is att:
             att.ctx.cancel("lost")
             if att.task is not None:
@@ -1036,6 +1066,7 @@ class BackgroundJobServer:
         elif self._unflushed.pop(att.id, None) is not None:
             self._pending = [o for o in self._pending if o.attempt is not att]
             self._count_lost(att)
+            self._slot_freed.set()
 
     # -- listen -------------------------------------------------------------------
 
@@ -1232,6 +1263,11 @@ async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+def _ids_text(pairs: list[tuple[int, int]], limit: int = 20) -> str:
+    text = ", ".join(f"{job_id} (attempt {attempt})" for job_id, attempt in pairs[:limit])
+    return text + (f" and {len(pairs) - limit} more" if len(pairs) > limit else "")
 
 
 def _describe(exc: BaseException) -> str:

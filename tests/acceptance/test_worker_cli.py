@@ -581,11 +581,16 @@ def test_paused_worker_cannot_overwrite_rescued_jobs(
         return {r[0] for r in mine if r[3] != "start"} == set(ids)
 
     fleet.wait_for(a_finished, 15, "A's handlers to finish")
-    fleet.wait_for(
-        lambda: a.log().count("not written") + a.log().count("stopping work") >= 3,
-        15,
-        "A to notice that its leases were lost",
-    )
+
+    def a_noticed() -> bool:
+        lines = [
+            line
+            for line in a.log().splitlines()
+            if "not written" in line or "stopping work" in line
+        ]
+        return all(any(f" {i} (attempt 1)" in line for line in lines) for i in ids)
+
+    fleet.wait_for(a_noticed, 15, "A to notice that its leases were lost (naming each job)")
     assert a.proc.poll() is None, a.tail()
     # Nothing A did changed the jobs.
     assert rows(db, snapshot_query, (ids,)) == before
