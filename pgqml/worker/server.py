@@ -100,7 +100,7 @@ class _Attempt:
         "renewed_at",
         "task",
         "thread_future",
-        "timeout_handle",
+        "timeouts",
     )
 
     def __init__(
@@ -115,7 +115,30 @@ class _Attempt:
         self.previous_state = previous
         self.task: asyncio.Task[None] | None = None
         self.thread_future: asyncio.Future[Any] | None = None
-        self.timeout_handle: asyncio.TimerHandle | None = None
+        self.timeouts: _TimeoutGroup | None = None
+
+
+class _TimeoutGroup:
+    """One timer for the async attempts of a claimed batch that share a timeout.
+
+    A timer per attempt costs a heap push and a cancel per job; attempts
+    claimed together start together, so one timer per (batch, timeout) does.
+    It is cancelled when the last of its attempts ends.
+    """
+
+    __slots__ = ("attempts", "handle", "remaining")
+
+    def __init__(self) -> None:
+        self.attempts: list[_Attempt] = []
+        self.remaining = 0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def done_one(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0 and self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+            self.attempts = []
 
 
 class _Outcome:
@@ -639,6 +662,8 @@ class BackgroundJobServer:
         loop = asyncio.get_running_loop()
         jobs = impl.rows_to_jobs([r[:-1] for r in rows])
         cfg = self.config
+        now = time.time()
+        groups: dict[float, _TimeoutGroup] = {}
         for job, row in zip(jobs, rows, strict=True):
             handler = self.registry.get(job.method)
             if handler is None:  # cannot happen: the claim filters on registered methods
@@ -650,15 +675,29 @@ class BackgroundJobServer:
                 server_name=cfg.server_name,
                 server_id=self.server_id,
                 timeout=timeout,
-                started_at=time.time(),
+                started_at=now,
             )
             att = _Attempt(job, handler, ctx, sent, row[-1])
+            if timeout is not None and handler.is_async:
+                group = groups.get(timeout)
+                if group is None:
+                    group = groups[timeout] = _TimeoutGroup()
+                group.attempts.append(att)
+                group.remaining += 1
+                att.timeouts = group
             self._attempts[job.id] = att
             att.task = loop.create_task(self._run(att))
             if self._hooks:
                 self._fire_hooks(job, JobState(row[-1]), JobState.PROCESSING)
+        for timeout, group in groups.items():
+            group.handle = loop.call_later(timeout, self._on_timeouts, group)
         if self._active_gauge is not None:
             self._active_gauge.set(len(self._attempts))
+
+    def _on_timeouts(self, group: _TimeoutGroup) -> None:
+        for att in group.attempts:
+            if self._attempts.get(att.id) is att:
+                self._on_timeout(att)
 
     # -- execution ---------------------------------------------------------------
 
@@ -697,10 +736,6 @@ class BackgroundJobServer:
         timeout = ctx.timeout
         try:
             if handler.is_async:
-                if timeout is not None:
-                    att.timeout_handle = asyncio.get_running_loop().call_later(
-                        timeout, self._on_timeout, att
-                    )
                 try:
                     value = handler.invoke(job, ctx)
                     if inspect.isawaitable(value):
@@ -713,8 +748,8 @@ class BackgroundJobServer:
                         task.uncancel()
                     raise JobTimeout(f"timed out after {timeout:g}s") from None
                 finally:
-                    if att.timeout_handle is not None:
-                        att.timeout_handle.cancel()
+                    if att.timeouts is not None:
+                        att.timeouts.done_one()
             else:
                 value = await self._run_in_thread(att, handler, job, ctx, timeout)
                 if inspect.isawaitable(value):
@@ -861,14 +896,17 @@ class BackgroundJobServer:
                 return
             params = {
                 "owner": self.server_id,
-                "ids": [o.attempt.id for o in batch],
-                "attempts": [o.attempt.attempt for o in batch],
-                "outcomes": [o.kind for o in batch],
-                "results": [o.result for o in batch],
-                "errors": [o.error for o in batch],
-                "tracebacks": [o.traceback for o in batch],
-                "run_at": [o.run_at for o in batch],
-                "delays": [o.delay for o in batch],
+                # Safe literals built directly: no per-element adaptation.
+                "ids": "{" + ",".join([str(o.attempt.id) for o in batch]) + "}",
+                "attempts": "{" + ",".join([str(o.attempt.attempt) for o in batch]) + "}",
+                "outcomes": "{" + ",".join([o.kind for o in batch]) + "}",
+                # Columns that are NULL for every row (most batches are all
+                # successes without results) are sent as one NULL array.
+                "results": _column([o.result for o in batch]),
+                "errors": _column([o.error for o in batch]),
+                "tracebacks": _column([o.traceback for o in batch]),
+                "run_at": _column([o.run_at for o in batch]),
+                "delays": _column([o.delay for o in batch]),
                 "succeeded_ttl": cfg.succeeded_ttl,
                 "failed_ttl": cfg.failed_ttl,
             }
@@ -1263,6 +1301,14 @@ async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+def _column(values: list[Any]) -> list[Any] | None:
+    """``None`` (SQL NULL: an all-NULL column) when every value is None."""
+    for v in values:
+        if v is not None:
+            return values
+    return None
 
 
 def _ids_text(pairs: list[tuple[int, int]], limit: int = 20) -> str:

@@ -145,14 +145,15 @@ BEGIN
 END
 $$;
 
--- Raises PQ110 unless every array has the length of the first.
+-- Raises PQ110 unless every array has the length of the first. A NULL array
+-- stands for a column that is NULL in every row (unnest pads it with NULLs).
 CREATE FUNCTION pgqml.check_batch_v1(p_what text, VARIADIC p_lengths integer[])
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM unnest(p_lengths) l
-               WHERE l IS DISTINCT FROM p_lengths[1]) THEN
+    IF p_lengths[1] IS NULL OR EXISTS (SELECT 1 FROM unnest(p_lengths) l
+                                       WHERE l IS NOT NULL AND l <> p_lengths[1]) THEN
         RAISE EXCEPTION 'Invalid % batch: all arrays must have the same length, got %',
             p_what, p_lengths USING ERRCODE = 'PQ110';
     END IF;
