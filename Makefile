@@ -12,9 +12,12 @@ test-pure:  ## unit tests under the pure-Python implementation
 lint:  ## ruff and mypy
 	ruff check . && ruff format --check . && mypy
 
-bench:  ## enqueue and decode benchmarks against $$PGQML_DSN
+bench:  ## enqueue, decode, drain and wakeup benchmarks against $$PGQML_DSN
 	python bench/decode_speed.py
 	python bench/enqueue_throughput.py --dsn "$${PGQML_DSN:?set PGQML_DSN}"
+	python bench/drain_throughput.py --dsn "$${PGQML_DSN:?set PGQML_DSN}" --batch 500 --concurrency 1000 --jobs 50000
+	python bench/drain_throughput.py --dsn "$${PGQML_DSN:?set PGQML_DSN}" --scale --rounds 1
+	python bench/wakeup_latency.py --dsn "$${PGQML_DSN:?set PGQML_DSN}"
 
 ci:  ## what CI runs
 	bash .ci/run
