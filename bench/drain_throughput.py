@@ -45,7 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import pgqml
 
-PROC_CLAIM = "SELECT (f.job).id, (f.job).attempt FROM pgqml.fetch_jobs_v1(%s, NULL, NULL, %s, 30) f"
+PROC_CLAIM = "SELECT id, attempt FROM pgqml.fetch_jobs_v1(%s, NULL, NULL, %s, 30)"
 PROC_COMPLETE = """SELECT count(*) FROM pgqml.complete_jobs_v1(%(owner)s, %(ids)s::bigint[],
     %(att)s::int[], array_fill('succeeded'::text, ARRAY[%(n)s]),
     array_fill(NULL::jsonb, ARRAY[%(n)s]), array_fill(NULL::text, ARRAY[%(n)s]),

@@ -45,8 +45,8 @@ AS $$
 $$;
 
 -- ---------------------------------------------------------------------------
--- Claim. Returns each claimed job (its new row) and the state it was
--- claimed from. Up to p_limit due jobs of the given queues (NULL: every queue) and
+-- Claim. Returns each claimed job (the columns of its new row) and the
+-- state it was claimed from. Up to p_limit due jobs of the given queues (NULL: every queue) and
 -- methods (NULL: every method), in priority, due time, id order; each claimed
 -- job becomes 'processing', owned by p_owner, with a lease of p_lease_seconds
 -- from the database clock and attempt + 1.
@@ -73,7 +73,31 @@ CREATE FUNCTION pgqml.fetch_jobs_v1(
     p_limit integer,
     p_lease_seconds double precision
 )
-RETURNS TABLE (job pgqml.jobs, previous_state pgqml.job_state)
+RETURNS TABLE (
+    id bigint,
+    method text,
+    queue text,
+    payload jsonb,
+    state pgqml.job_state,
+    priority integer,
+    attempt integer,
+    max_attempts integer,
+    run_at timestamptz,
+    created_at timestamptz,
+    started_at timestamptz,
+    finished_at timestamptz,
+    lease_owner text,
+    lease_expires_at timestamptz,
+    last_error text,
+    last_traceback text,
+    result jsonb,
+    unique_key text,
+    metadata jsonb,
+    tags text[],
+    lost_count integer,
+    expires_at timestamptz,
+    previous_state pgqml.job_state
+)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -139,7 +163,13 @@ BEGIN
             started_at = now()
         FROM picked p
         WHERE j.id = p.id
-        RETURNING j, p.state
+        -- Plain columns, not the whole row: a composite would be taken apart
+        -- again field by field by the caller.
+        RETURNING j.id, j.method, j.queue, j.payload, j.state, j.priority, j.attempt,
+                  j.max_attempts, j.run_at, j.created_at, j.started_at, j.finished_at,
+                  j.lease_owner, j.lease_expires_at, j.last_error, j.last_traceback,
+                  j.result, j.unique_key, j.metadata, j.tags, j.lost_count, j.expires_at,
+                  p.state
     )
     SELECT * FROM claimed;
 END

@@ -5,8 +5,7 @@
 -- Claim up to `limit` due jobs of these queues and methods, leased to `owner`.
 -- The job columns come first (row_to_job reads them), the previous state last.
 SELECT {job_columns}, previous_state::text
-FROM (SELECT (f.job).*, f.previous_state
-      FROM pgqml.fetch_jobs_v1(%(owner)s, %(queues)s, %(methods)s, %(limit)s, %(lease)s) f) c
+FROM pgqml.fetch_jobs_v1(%(owner)s, %(queues)s, %(methods)s, %(limit)s, %(lease)s)
 
 -- name: complete_jobs
 -- Write many attempts' outcomes at once, fenced on (id, attempt, owner).

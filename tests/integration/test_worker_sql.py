@@ -12,8 +12,7 @@ from pgqml import errors
 
 def claim(conn, owner="w1", queues=None, methods=None, limit=10, lease=30.0):
     return conn.execute(
-        "SELECT (f.job).id, (f.job).attempt, f.previous_state::text"
-        " FROM pgqml.fetch_jobs_v1(%s, %s, %s, %s, %s) f",
+        "SELECT id, attempt, previous_state::text FROM pgqml.fetch_jobs_v1(%s, %s, %s, %s, %s)",
         (owner, queues, methods, limit, lease),
     ).fetchall()
 
