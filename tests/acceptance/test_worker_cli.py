@@ -31,6 +31,7 @@ import pytest
 import pgqml
 from pgqml.cli import build_parser
 from tests.acceptance import worker_app
+from tests.support import waiting
 
 HERE = Path(__file__).resolve().parent
 PGQML = shutil.which("pgqml")
@@ -54,24 +55,8 @@ CREATE TABLE ledger (
 # -- helpers -------------------------------------------------------------------------
 
 
-def wait_for(
-    predicate: Callable[[], T],
-    timeout: float,
-    what: str,
-    *,
-    interval: float = 0.05,
-    context: Callable[[], str] | None = None,
-) -> T:
-    """Poll ``predicate`` every ``interval`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{context()}" if context is not None else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{extra}")
-        time.sleep(interval)
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, **kw: Any) -> T:
+    return waiting.wait_for(predicate, timeout, what, interval=0.05, **kw)
 
 
 def rows(conn: psycopg.Connection[Any], query: str, params: Any = None) -> list[tuple[Any, ...]]:

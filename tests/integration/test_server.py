@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import pgqml
 from pgqml import errors
+from tests.support import waiting
 
 FAST = {
     "heartbeat_interval": 0.2,
@@ -29,15 +30,7 @@ FAST = {
 }
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.02)
+wait_until = waiting.wait_for
 
 
 @contextmanager
