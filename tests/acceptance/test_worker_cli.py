@@ -56,7 +56,8 @@ CREATE TABLE ledger (
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, **kw: Any) -> T:
-    return waiting.wait_for(predicate, timeout, what, interval=0.05, **kw)
+    kw.setdefault("interval", 0.05)
+    return waiting.wait_for(predicate, timeout, what, **kw)
 
 
 def rows(conn: psycopg.Connection[Any], query: str, params: Any = None) -> list[tuple[Any, ...]]:
