@@ -99,6 +99,11 @@ RETURNS TABLE (
     previous_state pgqml.job_state
 )
 LANGUAGE plpgsql
+-- Plan the claim once per connection, not on every call: with PL/pgSQL's
+-- default (custom plans while they look cheaper) the planner re-planned this
+-- query each time, about 0.45 ms of a 1.4 ms claim. The generic plan is the
+-- index-driven one (tests/integration/test_worker_sql.py checks it).
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_queues text[] := p_queues;
@@ -214,10 +219,12 @@ CREATE FUNCTION pgqml.complete_jobs_v1(
 )
 RETURNS TABLE (id bigint, state pgqml.job_state)
 LANGUAGE plpgsql
--- a hash join on the primary key, whatever the statistics say (see complete_jobs_v1)
+-- a hash join on the primary key, whatever the statistics say (see complete_jobs_v1),
+-- planned once per connection (see fetch_jobs_v1)
 SET enable_nestloop = off
 SET enable_mergejoin = off
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     PERFORM pgqml.check_batch_v1('completion',
@@ -302,10 +309,12 @@ CREATE FUNCTION pgqml.heartbeat_v1(
 )
 RETURNS TABLE (server_known boolean, renewed bigint[])
 LANGUAGE plpgsql
--- a hash join on the primary key, whatever the statistics say (see complete_jobs_v1)
+-- a hash join on the primary key, whatever the statistics say (see complete_jobs_v1),
+-- planned once per connection (see fetch_jobs_v1)
 SET enable_nestloop = off
 SET enable_mergejoin = off
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_known boolean;
@@ -338,10 +347,12 @@ $$;
 CREATE FUNCTION pgqml.release_jobs_v1(p_owner text, p_ids bigint[], p_attempts integer[])
 RETURNS SETOF bigint
 LANGUAGE plpgsql
--- a hash join on the primary key, whatever the statistics say (see complete_jobs_v1)
+-- a hash join on the primary key, whatever the statistics say (see complete_jobs_v1),
+-- planned once per connection (see fetch_jobs_v1)
 SET enable_nestloop = off
 SET enable_mergejoin = off
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_ids bigint[];
