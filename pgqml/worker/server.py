@@ -240,6 +240,7 @@ class BackgroundJobServer:
         self._listening = False
         self._counts = {"succeeded": 0, "failed": 0, "retry": 0, "lost": 0}
         self._fetch_task: asyncio.Task[None] | None = None
+        self._fetch_conn: psycopg.AsyncConnection[Any] | None = None
         self._done: asyncio.Event | None = None
 
     # -- public lifecycle ----------------------------------------------------
@@ -485,6 +486,7 @@ class BackgroundJobServer:
         self._wake.set()
         if self._fetch_task is not None:
             await _cancel_and_wait(self._fetch_task)
+        await self._put_fetch_conn()
 
         running = [a.task for a in self._attempts.values() if a.task is not None]
         if running and not self._force.is_set():
@@ -644,10 +646,15 @@ class BackgroundJobServer:
                 await asyncio.wait_for(self._slot_freed.wait(), timeout)
 
     async def _claim(self, limit: int) -> list[Any]:
+        # The fetch loop keeps one connection for itself (a pool checkout per
+        # claim costs a little latency on every wakeup); it is given back on
+        # any error, so a broken connection is replaced by the pool.
         assert self._pool is not None
-        async with self._pool.connection() as conn:
+        if self._fetch_conn is None:
+            self._fetch_conn = await self._pool.getconn()
+        try:
             return await _fetchall(
-                conn,
+                self._fetch_conn,
                 "fetch_jobs",
                 {
                     "owner": self.server_id,
@@ -657,6 +664,15 @@ class BackgroundJobServer:
                     "lease": self.config.lease_duration,
                 },
             )
+        except BaseException:
+            await self._put_fetch_conn()
+            raise
+
+    async def _put_fetch_conn(self) -> None:
+        conn, self._fetch_conn = self._fetch_conn, None
+        if conn is not None and self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.putconn(conn)
 
     def _start_attempts(self, rows: list[Any], sent: float) -> None:
         loop = asyncio.get_running_loop()
