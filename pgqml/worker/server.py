@@ -592,6 +592,7 @@ class BackgroundJobServer:
         more = True  # the last claim was full: claim again as soon as there is room
         backoff = 0.0
         low_water = max(1, min(cfg.fetch_batch_size, cfg.concurrency) // 4)
+        loop = asyncio.get_running_loop()
         while not self._closing.is_set():
             # With a backlog, gather a few free slots so one statement claims
             # several jobs instead of one per finished job.
@@ -600,8 +601,13 @@ class BackgroundJobServer:
                 break
             if not more:
                 if not self._wake.is_set():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), poll * random.uniform(0.9, 1.1))
+                    # The poll timer just sets the same event a notification
+                    # sets (cheaper than wait_for, which starts a task per wait).
+                    timer = loop.call_later(poll * random.uniform(0.9, 1.1), self._wake.set)
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        timer.cancel()
                 if self._closing.is_set():
                     break
             # Cleared before the claim: a notification arriving during it sets
