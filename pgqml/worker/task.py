@@ -354,6 +354,8 @@ class Task(Handler, Generic[R]):
 
     def check_payload(self, payload: Mapping[str, Any]) -> None:
         """Raise :class:`PayloadMismatch` unless ``payload`` fits the function's signature."""
+        if not payload and not self._required:
+            return
         keys = payload.keys()
         missing = self._required - keys
         unknown = () if self._var_kw else keys - self._names
