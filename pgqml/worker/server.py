@@ -317,7 +317,7 @@ class BackgroundJobServer:
         loop = self._loop
         if loop is None:
             return
-        if threading.current_thread() is threading.main_thread() and _running_loop() is loop:
+        if _running_loop() is loop:
             self._request_stop(graceful)
         else:
             loop.call_soon_threadsafe(self._request_stop, graceful)
@@ -804,8 +804,8 @@ class BackgroundJobServer:
 
     def _zombie_done(self, fut: asyncio.Future[Any]) -> None:
         self._zombies.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            pass  # retrieved, so asyncio does not log it
+        if not fut.cancelled():
+            fut.exception()  # mark it retrieved: its attempt was already recorded
         self._slot_freed.set()
 
     def _on_timeout(self, att: _Attempt) -> None:

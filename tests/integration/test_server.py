@@ -572,3 +572,29 @@ def test_worker_survives_all_its_connections_being_killed(dsn, autoconn):
             lambda: all(finished(autoconn, i) for i in ids), timeout=15, what="outcomes written"
         )
     assert {job_row(autoconn, i)["state"] for i in ids} == {"succeeded"}
+
+
+def test_run_async_stops_on_request_from_another_thread(dsn, autoconn):
+    reg = pgqml.WorkerRegistry()
+    reg.task("p")(lambda: "ran")
+    server = pgqml.BackgroundJobServer(pgqml.ServerConfig(**FAST), dsn, reg)
+    job = pgqml.enqueue(autoconn, "p")
+    errors_: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            asyncio.run(server.run_async())
+        except BaseException as exc:  # surfaced below
+            errors_.append(exc)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    try:
+        assert wait_until(lambda: finished(autoconn, job))["result"] == "ran"
+        assert server.is_running
+    finally:
+        server.request_stop()
+        thread.join(10)
+    assert not thread.is_alive() and errors_ == []
+    assert not server.is_running
+    assert autoconn.execute("SELECT count(*) FROM pgqml.servers").fetchone() == (0,)
