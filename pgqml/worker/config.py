@@ -34,7 +34,8 @@ class ServerConfig:
     setting                      default      meaning
     ============================ ============ =========================================
     server_name                  ``"pgqml"``  label in logs, metrics and the registry
-    concurrency                  10           jobs run at once (qml-rs worker_count)
+    concurrency                  10           jobs held at once: running, or their outcome
+                                              not yet written (qml-rs worker_count)
     queues                       ``None``     queues to take jobs from; None = all
     polling_interval             1.0          poll period, the safety net under LISTEN
     listen                       True         LISTEN/NOTIFY wakeup (off for PgBouncer
