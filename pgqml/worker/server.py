@@ -741,8 +741,10 @@ class BackgroundJobServer:
                 self._count_lost(att)
             # "shutdown": released by _shutdown; nothing to write here.
             return
-        except Exception as exc:
-            # A middleware raised (handler errors arrive as results).
+        except BaseException as exc:
+            # A middleware raised (handler errors arrive as results). Not only
+            # Exception: a handler's SystemExit or KeyboardInterrupt must not
+            # leave its attempt behind, leased and renewed forever.
             result = self._result_from_exception(att, exc, traceback.format_exc())
         duration = time.perf_counter() - t0
         self._end_attempt(att)
@@ -776,7 +778,9 @@ class BackgroundJobServer:
                 value = await self._run_in_thread(att, handler, job, ctx, timeout)
                 if inspect.isawaitable(value):
                     value = await value
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # SystemExit from a handler fails its job, not the worker
             return self._result_from_exception(att, exc, traceback.format_exc())
         if isinstance(value, WorkerResult):
             return value

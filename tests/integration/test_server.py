@@ -598,3 +598,26 @@ def test_run_async_stops_on_request_from_another_thread(dsn, autoconn):
     assert not thread.is_alive() and errors_ == []
     assert not server.is_running
     assert autoconn.execute("SELECT count(*) FROM pgqml.servers").fetchone() == (0,)
+
+
+def test_a_handler_raising_system_exit_fails_its_job_not_the_worker(dsn, autoconn):
+    reg = pgqml.WorkerRegistry()
+
+    @reg.task("quit", retry=pgqml.RetryPolicy.none())
+    async def quit_() -> None:
+        raise SystemExit(3)
+
+    @reg.task("quit_sync", retry=pgqml.RetryPolicy.none())
+    def quit_sync() -> None:
+        raise KeyboardInterrupt
+
+    reg.task("after")(lambda: "still running")
+    a = pgqml.enqueue(autoconn, "quit")
+    b = pgqml.enqueue(autoconn, "quit_sync")
+    with running(dsn, reg) as server:
+        da, db = (wait_until(lambda i=i: finished(autoconn, i)) for i in (a, b))
+        c = pgqml.enqueue(autoconn, "after")
+        assert wait_until(lambda: finished(autoconn, c))["result"] == "still running"
+        assert server.running_jobs == 0 and server.is_running
+    assert (da["state"], da["last_error"]) == ("failed", "SystemExit: 3")
+    assert db["state"] == "failed" and db["last_error"].startswith("KeyboardInterrupt")
