@@ -25,6 +25,8 @@ __all__ = [
     "migrate",
     "migration_status",
     "pending_sql",
+    "require_current",
+    "require_current_async",
 ]
 
 
@@ -91,10 +93,7 @@ def _verify(applied: list[tuple[int, str, str]]) -> None:
             )
 
 
-def migration_status(conn: psycopg.Connection[Any]) -> MigrationStatus:
-    """Compare the database with the migrations shipped in this package."""
-    with errors.wrap_errors(), conn.cursor() as cur:
-        applied = _applied(cur)
+def _status(applied: list[tuple[int, str, str]]) -> MigrationStatus:
     done = {v for v, _, _ in applied}
     files = _queries.migration_files()
     return MigrationStatus(
@@ -102,6 +101,13 @@ def migration_status(conn: psycopg.Connection[Any]) -> MigrationStatus:
         latest=latest_version(),
         pending=[(v, n) for v, n, _ in files if v not in done],
     )
+
+
+def migration_status(conn: psycopg.Connection[Any]) -> MigrationStatus:
+    """Compare the database with the migrations shipped in this package."""
+    with errors.wrap_errors(), conn.cursor() as cur:
+        applied = _applied(cur)
+    return _status(applied)
 
 
 def pending_sql(conn: psycopg.Connection[Any]) -> list[tuple[int, str, str]]:
@@ -137,9 +143,7 @@ def migrate(conn: psycopg.Connection[Any]) -> MigrateResult:
     return MigrateResult(applied=applied_now, version=latest_version())
 
 
-def require_current(conn: psycopg.Connection[Any]) -> None:
-    """Raise unless the schema matches this code exactly (for workers and tools)."""
-    status = migration_status(conn)
+def _require(status: MigrationStatus) -> None:
     if status.current == 0:
         raise errors.SchemaNotInstalled()
     if status.behind:
@@ -152,3 +156,20 @@ def require_current(conn: psycopg.Connection[Any]) -> None:
             f"The pgqml schema is at migration {status.current}, newer than this pgqml "
             f"({status.latest}): upgrade the pgqml package"
         )
+
+
+def require_current(conn: psycopg.Connection[Any]) -> None:
+    """Raise unless the schema matches this code exactly (for workers and tools)."""
+    _require(migration_status(conn))
+
+
+async def require_current_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Async twin of :func:`require_current`."""
+    async with errors.wrap_errors_async(), conn.cursor() as cur:
+        await cur.execute(_queries.get("schema_exists"))
+        row = await cur.fetchone()
+        applied: list[tuple[int, str, str]] = []
+        if row is not None and row[0]:
+            await cur.execute(_queries.get("applied_migrations"))
+            applied = [(int(v), str(n), str(c)) for v, n, c in await cur.fetchall()]
+    _require(_status(applied))

@@ -52,6 +52,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgqml import _queries, client, errors
 from pgqml import metrics as _metrics
+from pgqml import migrations as _migrations
 from pgqml._impl import impl
 from pgqml.states import JobState
 from pgqml.worker._threads import ThreadPool
@@ -406,6 +407,8 @@ class BackgroundJobServer:
         self._write_lock = asyncio.Lock()
         self._threads = ThreadPool(cfg.concurrency, name=f"pgqml-sync-{cfg.server_name}")
         self._chain = build_chain(self._middleware, self._terminal)
+        # results obey the payload size limit; read once, not per job
+        self._max_result_bytes = client._max_payload_bytes()
         self._metrics = _metrics.get() if cfg.metrics else None
         self._active_gauge = (
             self._metrics.active.labels(cfg.server_name) if self._metrics is not None else None
@@ -848,7 +851,7 @@ class BackgroundJobServer:
                     att, "failed", error=f"the result is not JSON-serializable: {exc}"
                 )
             else:
-                limit = client._max_payload_bytes()
+                limit = self._max_result_bytes
                 if len(encoded) > limit:
                     outcome = _Outcome(
                         att,
@@ -1298,30 +1301,11 @@ async def _execute(conn: psycopg.AsyncConnection[Any], name: str, params: Any) -
 
 
 async def _check_schema(conn: psycopg.AsyncConnection[Any]) -> None:
-    latest = len(_queries.migration_files())
-    cur = await conn.execute("SELECT to_regclass('pgqml.migrations') IS NOT NULL")
-    row = await cur.fetchone()
-    current = None
-    if row is not None and row[0]:
-        cur = await conn.execute("SELECT coalesce(max(version), 0) FROM pgqml.migrations")
-        row = await cur.fetchone()
-        current = None if row is None else row[0]
-    if not conn.autocommit:
-        await conn.commit()
-    if current is None:
-        raise errors.SchemaNotInstalled(
-            "The pgqml schema is not installed in this database: run `pgqml migrate`"
-        )
-    if current < latest:
-        raise errors.SchemaOutdated(
-            f"The pgqml schema is at migration {current}, this pgqml needs {latest}: "
-            "run `pgqml migrate`"
-        )
-    if current > latest:
-        raise errors.SchemaTooNew(
-            f"The pgqml schema is at migration {current}, newer than this pgqml ({latest}); "
-            "upgrade the pgqml package"
-        )
+    try:
+        await _migrations.require_current_async(conn)
+    finally:
+        if not conn.autocommit:
+            await conn.rollback()
 
 
 async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
