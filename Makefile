@@ -1,4 +1,4 @@
-.PHONY: help test test-pure lint bench ci
+.PHONY: help test test-pure lint bench bench-compare ci
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,6 +18,9 @@ bench:  ## enqueue, decode, drain and wakeup benchmarks against $$PGQML_DSN
 	python bench/drain_throughput.py --dsn "$${PGQML_DSN:?set PGQML_DSN}" --batch 500 --concurrency 1000 --jobs 50000
 	python bench/drain_throughput.py --dsn "$${PGQML_DSN:?set PGQML_DSN}" --scale --rounds 1
 	python bench/wakeup_latency.py --dsn "$${PGQML_DSN:?set PGQML_DSN}"
+
+bench-compare:  ## pgqml, pgqueuer and procrastinate side by side (needs pip install -e ".[bench]")
+	python bench/compare.py --dsn "$${PGQML_DSN:?set PGQML_DSN}"
 
 ci:  ## what CI runs
 	bash .ci/run

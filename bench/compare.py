@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -52,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -367,7 +368,9 @@ class Bench:
         self.vacuum()
         if err:
             return None, err
-        lat = sorted(1000 * (s - sent_at[k]) for k, s in zip(keys, starts, strict=True) if k in sent_at)
+        lat = sorted(
+            1000 * (s - sent_at[k]) for k, s in zip(keys, starts, strict=True) if k in sent_at
+        )
         out = {
             "p50": pct(lat, 50),
             "p95": pct(lat, 95),
@@ -383,7 +386,7 @@ class Bench:
 
 def pct(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
-    k = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
     return sorted_values[k]
 
 
@@ -411,10 +414,23 @@ class RawCeiling:
             f.write(script)
         try:
             res = subprocess.run(
-                [str(self.pgbench), "-n", "-c", str(clients), "-j", str(clients), "-t",
-                 str(transactions), "-f", f.name, self.dsn],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
+                [
+                    str(self.pgbench),
+                    "-n",
+                    "-c",
+                    str(clients),
+                    "-j",
+                    str(clients),
+                    "-t",
+                    str(transactions),
+                    "-f",
+                    f.name,
+                    self.dsn,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
         finally:
             os.unlink(f.name)
         m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", res.stdout)
@@ -539,12 +555,17 @@ async def run(args: argparse.Namespace, dsns: dict[str, str]) -> Samples:
                 log(f"drain {args.jobs:,} jobs, round {r}/{args.rounds}")
                 if raw:
                     record(samples, "raw/claim", raw.claim(), None, "raw SKIP LOCKED claim+delete")
-                for body in BODIES:
+                for body in args.bodies:
                     for s in systems:
-                        for label in ("default", "tuned"):
+                        for label in [c for c in s.configs if c in args.configs]:
                             v, e = await benches[s.name].drain(s.configs[label], body)
-                            record(samples, f"{s.name}/drain/{label}/{body}", v, e,
-                                   f"{s.name} drain {label} {body}")  # fmt: skip
+                            record(
+                                samples,
+                                f"{s.name}/drain/{label}/{body}",
+                                v,
+                                e,
+                                f"{s.name} drain {label} {body}",
+                            )
         if "latency" in args.scenarios:
             for r in rounds:
                 log(f"idle latency, {args.latency_jobs:,} sequential jobs, round {r}/{args.rounds}")
@@ -566,8 +587,13 @@ async def run(args: argparse.Namespace, dsns: dict[str, str]) -> Samples:
                     target = samples.get(f"{s.name}/latency/load_target")
                     if target:
                         v, e = await benches[s.name].latency(target[0]["value"])
-                        record(samples, f"{s.name}/latency/load", v, e,
-                               f"{s.name} latency at {target[0]['value']:,.0f} jobs/s")  # fmt: skip
+                        record(
+                            samples,
+                            f"{s.name}/latency/load",
+                            v,
+                            e,
+                            f"{s.name} latency at {target[0]['value']:,.0f} jobs/s",
+                        )
         if "scale" in args.scenarios:
             h, sch = args.scale_history, args.scale_scheduled
             for s in systems:
@@ -641,7 +667,9 @@ def machine(admin_dsn: str, args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "postgres": server_version,
         "postgres_host": host,
-        "durability": dict(zip(("fsync", "synchronous_commit", "shared_buffers"), durable or ())),
+        "durability": dict(
+            zip(("fsync", "synchronous_commit", "shared_buffers"), durable or (), strict=False)
+        ),
         "settings": [f"{n}={s}{u or ''}" for n, s, u in settings],
         "versions": versions,
         "loop": args.loop,
@@ -685,8 +713,10 @@ THROUGHPUT_ROWS = [
     ("enqueue, one job per transaction", "enqueue_single", "raw/insert"),
     ("enqueue, bulk API, one call", "enqueue_bulk", "raw/bulk"),
     ("drain, default settings, no-op", "drain/default/noop", "raw/claim"),
+    ("drain, documented setup, no-op", "drain/documented/noop", "raw/claim"),
     ("drain, tuned, no-op", "drain/tuned/noop", "raw/claim"),
     ("drain, default settings, 1 ms sleep", "drain/default/sleep1ms", None),
+    ("drain, documented setup, 1 ms sleep", "drain/documented/sleep1ms", None),
     ("drain, tuned, 1 ms sleep", "drain/tuned/sleep1ms", None),
     ("drain, tuned, no-op, with the big backlog", "scale/tuned/noop", "raw/claim"),
 ]
@@ -736,7 +766,10 @@ def report(results: dict[str, Any]) -> str:
     for title, key, raw_key in THROUGHPUT_ROWS:
         cells, meds = [], {}
         for x in systems:
-            txt, meds[x] = fmt_rate(s.get(f"{x}/{key}"))
+            runs = s.get(f"{x}/{key}")
+            if not runs and "/documented/" in key and not results["configs"][x]["documented"]:
+                runs = s.get(f"{x}/{key.replace('/documented/', '/tuned/')}")
+            txt, meds[x] = fmt_rate(runs)
             cells.append(txt)
         ratios = [ratio(meds.get("pgqml"), meds.get(p)) for p in peers]
         raw_txt, raw_med = fmt_rate(s.get(raw_key)) if raw_key else ("—", None)
@@ -779,14 +812,12 @@ def report(results: dict[str, Any]) -> str:
     w("")
     w("### Configurations")
     w("")
-    w("| system | default | tuned | why tuned is this |")
-    w("|---|---|---|---|")
+    w("| system | default | documented setup | tuned | where these come from |")
+    w("|---|---|---|---|---|")
     for x in systems:
-        sysobj = SYSTEMS[x]()
-        w(
-            f"| {x} | {sysobj.configs['default'].describe()} | "
-            f"{sysobj.configs['tuned'].describe()} | {sysobj.tuned_note} |"
-        )
+        c = results["configs"][x]
+        doc = c["documented"] or "the tuned one"
+        w(f"| {x} | {c['default']} | {doc} | {c['tuned']} | {c['note']} |")
     w("")
     w("### Targets")
     w("")
@@ -810,7 +841,7 @@ def targets(s: Samples, systems: list[str]) -> list[str]:
     if "pgqml" not in systems:
         return ["pgqml not measured"]
     lines = []
-    drains = ["drain/default/noop", "drain/tuned/noop"]
+    drains = ["drain/default/noop", "drain/documented/noop", "drain/tuned/noop"]
     mine = best(s, "pgqml", drains)
 
     def verdict(ok: bool) -> str:
@@ -826,13 +857,12 @@ def targets(s: Samples, systems: list[str]) -> list[str]:
                     f"({mine:,.0f} against {theirs:,.0f} jobs/s) — {verdict(r >= want)}"
                 )
     if "pgqueuer" in systems:
-        a_, b_ = median_ok(s.get("pgqml/enqueue_bulk", [])), median_ok(
-            s.get("pgqueuer/enqueue_bulk", [])
+        a_, b_ = (
+            median_ok(s.get("pgqml/enqueue_bulk", [])),
+            median_ok(s.get("pgqueuer/enqueue_bulk", [])),
         )
         if a_ and b_:
-            lines.append(
-                f"bulk enqueue ≥ 4× pgqueuer's: {a_ / b_:.2f}× — {verdict(a_ / b_ >= 4)}"
-            )
+            lines.append(f"bulk enqueue ≥ 4× pgqueuer's: {a_ / b_:.2f}× — {verdict(a_ / b_ >= 4)}")
     for field in ("p50", "p99"):
         mine_l = lat_median(s, "pgqml", "idle", field)
         others = {p: lat_median(s, p, "idle", field) for p in systems if p != "pgqml"}
@@ -855,14 +885,16 @@ def targets(s: Samples, systems: list[str]) -> list[str]:
             mine_l = lat_median(s, "pgqml", key, field)
             for p in systems:
                 theirs_l = lat_median(s, p, key, field)
-                if p != "pgqml" and mine_l is not None and theirs_l is not None:
-                    if theirs_l < mine_l:
-                        beaten.append(
-                            f"{p} on {key} latency {field} ({theirs_l:.2f} against {mine_l:.2f} ms)"
-                        )
-    lines.append(
-        "scenarios where a peer beats pgqml: " + ("; ".join(beaten) if beaten else "none")
-    )
+                if (
+                    p != "pgqml"
+                    and mine_l is not None
+                    and theirs_l is not None
+                    and theirs_l < mine_l
+                ):
+                    beaten.append(
+                        f"{p} on {key} latency {field} ({theirs_l:.2f} against {mine_l:.2f} ms)"
+                    )
+    lines.append("scenarios where a peer beats pgqml: " + ("; ".join(beaten) if beaten else "none"))
     return lines
 
 
@@ -882,22 +914,28 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         log("matplotlib is not installed (pip install -e '.[bench]'): no plot")
         return False
-    s, systems = results["samples"], results["args"]["systems"]
+    s, systems, m = results["samples"], results["args"]["systems"], results["machine"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     rows = [(t, k) for t, k, _ in THROUGHPUT_ROWS]
     width = 0.8 / len(systems)
     for j, x in enumerate(systems):
         vals = [median_ok(s.get(f"{x}/{k}", [])) or 0 for _, k in rows]
         bars = ax1.bar([i + j * width for i in range(len(rows))], vals, width, label=x)
-        ax1.bar_label(bars, labels=[f"{v:,.0f}" if v else "" for v in vals], fontsize=6, rotation=90)
+        ax1.bar_label(
+            bars, labels=[f"{v:,.0f}" if v else "" for v in vals], fontsize=6, rotation=90
+        )
     ax1.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(rows))])
     ax1.set_xticklabels([t.replace(", ", "\n", 1) for t, _ in rows], fontsize=7)
     ax1.set_yscale("log")
     ax1.set_ylabel("jobs/s (log scale, higher is better)")
     ax1.set_title("Throughput, median of rounds")
     ax1.legend()
-    groups = [("idle p50", "idle", "p50"), ("idle p99", "idle", "p99"),
-              ("load p50", "load", "p50"), ("load p99", "load", "p99")]  # fmt: skip
+    groups = [
+        ("idle p50", "idle", "p50"),
+        ("idle p99", "idle", "p99"),
+        ("load p50", "load", "p50"),
+        ("load p99", "load", "p99"),
+    ]
     for j, x in enumerate(systems):
         vals = [lat_median(s, x, k, f) or 0 for _, k, f in groups]
         bars = ax2.bar([i + j * width for i in range(len(groups))], vals, width, label=x)
@@ -908,7 +946,10 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     ax2.set_ylabel("ms, enqueue to start (log scale, lower is better)")
     ax2.set_title("Latency, median of rounds")
     ax2.legend()
-    fig.suptitle(f"pgqml and peers on {results['machine']['cpu']}, {results['machine']['cores']} cores, PostgreSQL {results['machine']['postgres']}", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f"pgqml and peers on {m['cpu']}, {m['cores']} cores, PostgreSQL {m['postgres']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -930,12 +971,31 @@ def write_markdown(path: Path, section: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--dsn", default=os.environ.get("PGQML_DSN", "postgresql://127.0.0.1/postgres"),
-                    help="a server where this role may CREATE DATABASE (default $PGQML_DSN)")  # fmt: skip
-    ap.add_argument("--systems", default="pgqml,pgqueuer,procrastinate",
-                    help="comma-separated, from: " + ", ".join(SYSTEMS))  # fmt: skip
-    ap.add_argument("--scenarios", default="enqueue,drain,latency,load,scale",
-                    help="comma-separated subset of enqueue,drain,latency,load,scale")  # fmt: skip
+    ap.add_argument(
+        "--dsn",
+        default=os.environ.get("PGQML_DSN", "postgresql://127.0.0.1/postgres"),
+        help="a server where this role may CREATE DATABASE (default $PGQML_DSN)",
+    )
+    ap.add_argument(
+        "--systems",
+        default="pgqml,pgqueuer,procrastinate",
+        help="comma-separated, from: " + ", ".join(SYSTEMS),
+    )
+    ap.add_argument(
+        "--scenarios",
+        default="enqueue,drain,latency,load,scale",
+        help="comma-separated subset of enqueue,drain,latency,load,scale",
+    )
+    ap.add_argument(
+        "--configs",
+        default="default,documented,tuned",
+        help="worker configurations drained (comma-separated)",
+    )
+    ap.add_argument(
+        "--bodies",
+        default=",".join(BODIES),
+        help="job bodies drained: noop, sleep1ms (comma-separated)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="rounds per scenario (median shown)")
     ap.add_argument("--jobs", type=int, default=20_000, help="jobs per drain")
     ap.add_argument("--enqueue-jobs", type=int, default=10_000, help="jobs per enqueue run")
@@ -944,11 +1004,20 @@ def main() -> int:
     ap.add_argument("--scale-history", type=int, default=1_000_000, help="finished rows")
     ap.add_argument("--scale-scheduled", type=int, default=500_000, help="future rows")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per run")
-    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default=None,
-                    help="event loop of every process (default uvloop when installed)")  # fmt: skip
-    ap.add_argument("--tuned", action="append", default=[], metavar="SYSTEM:PROCESSES[:K=V,...]",
-                    help="replace a system's tuned configuration, e.g.\n"
-                         "pgqueuer:1:managers=5,batch_size=50 (repeatable; values are ints)")  # fmt: skip
+    ap.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default=None,
+        help="event loop of every process (default uvloop when installed)",
+    )
+    ap.add_argument(
+        "--tuned",
+        action="append",
+        default=[],
+        metavar="SYSTEM:PROCESSES[:K=V,...]",
+        help="replace a system's tuned configuration, e.g.\n"
+        "pgqueuer:1:managers=5,batch_size=50 (repeatable; values are ints)",
+    )
     ap.add_argument("--no-raw", action="store_true", help="skip the raw-PostgreSQL ceiling")
     ap.add_argument("--results", type=Path, default=HERE / "compare-results.json")
     ap.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
@@ -959,6 +1028,8 @@ def main() -> int:
     args = ap.parse_args()
     args.systems = [x.strip() for x in args.systems.split(",") if x.strip()]
     args.scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    args.configs = [x.strip() for x in args.configs.split(",") if x.strip()]
+    args.bodies = [x.strip() for x in args.bodies.split(",") if x.strip()]
     unknown = [x for x in args.systems if x not in SYSTEMS]
     if unknown:
         ap.error(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
@@ -967,16 +1038,20 @@ def main() -> int:
         procs, _, opts = rest.partition(":")
         if name not in SYSTEMS or not procs.isdigit():
             ap.error(f"--tuned {spec!r}: expected SYSTEM:PROCESSES[:K=V,...]")
-        options = {k: int(v) if v.lstrip("-").isdigit() else v
-                   for k, v in (kv.split("=", 1) for kv in opts.split(",") if kv)}  # fmt: skip
-        SYSTEMS[name].configs = {**SYSTEMS[name].configs,
-                                 "tuned": WorkerConfig("tuned", int(procs), options)}  # fmt: skip
+        options = {
+            k: int(v) if v.lstrip("-").isdigit() else v
+            for k, v in (kv.split("=", 1) for kv in opts.split(",") if kv)
+        }
+        SYSTEMS[name].configs = {
+            **SYSTEMS[name].configs,
+            "tuned": WorkerConfig("tuned", int(procs), options),
+        }
     if args.quick:
         args.rounds, args.jobs, args.enqueue_jobs, args.latency_jobs = 1, 500, 200, 50
         args.load_seconds, args.scale_history, args.scale_scheduled = 1.0, 5_000, 2_000
     if args.loop is None:
         try:
-            import uvloop  # noqa: F401
+            import uvloop
 
             args.loop = "uvloop"
         except ImportError:
@@ -1013,16 +1088,36 @@ def main() -> int:
             else:
                 samples = asyncio.run(run(args, dsns))
         cmd = "python bench/compare.py " + " ".join(
-            re.sub(r"(//[^:@/]*):[^@/]*@", r"\1@", a)
-            for a in sys.argv[1:]
+            re.sub(r"(//[^:@/]*):[^@/]*@", r"\1@", a) for a in sys.argv[1:]
         )
         results = {
             "command": cmd.strip(),
             "machine": machine(args.dsn, args),
             "args": {
                 k: getattr(args, k)
-                for k in ("systems", "rounds", "jobs", "enqueue_jobs", "latency_jobs",
-                          "load_seconds", "scale_history", "scale_scheduled")  # fmt: skip
+                for k in (
+                    "systems",
+                    "rounds",
+                    "jobs",
+                    "enqueue_jobs",
+                    "latency_jobs",
+                    "load_seconds",
+                    "scale_history",
+                    "scale_scheduled",
+                )
+            },
+            "configs": {
+                x: {
+                    "default": SYSTEMS[x].configs["default"].describe(),
+                    "tuned": SYSTEMS[x].configs["tuned"].describe(),
+                    "documented": SYSTEMS[x].configs["documented"].describe()
+                    if "documented" in SYSTEMS[x].configs
+                    else None,
+                    "note": SYSTEMS[x].tuned_note
+                    if not any(t.startswith(f"{x}:") for t in args.tuned)
+                    else "set with --tuned for this run",
+                }
+                for x in args.systems
             },
             "samples": samples,
         }

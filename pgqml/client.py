@@ -243,7 +243,7 @@ def _validate(
     )
 
 
-def _enqueue_params(
+def _enqueue_call(
     method: str,
     payload: Mapping[str, Any] | None,
     queue: str,
@@ -254,7 +254,8 @@ def _enqueue_params(
     unique_key: str | None,
     metadata: Mapping[str, Any] | None,
     tags: Sequence[str] | None,
-) -> dict[str, Any]:
+) -> tuple[str, Any]:
+    """The statement and parameters that enqueue one job."""
     row = _validate(
         method,
         payload,
@@ -268,10 +269,24 @@ def _enqueue_params(
         tags,
         _max_payload_bytes(),
     )
+    if (
+        row.unique_key is None
+        and row.run_at is None
+        and row.delay is None
+        and row.metadata == b"{}"
+        and not row.tags
+    ):
+        return _queries.get("enqueue_plain"), (
+            row.method,
+            row.queue,
+            _JsonText(row.payload),
+            row.priority,
+            row.max_attempts,
+        )
     params = row._asdict()
     params["payload"] = _JsonText(row.payload)
     params["metadata"] = _JsonText(row.metadata)
-    return params
+    return _queries.get("enqueue"), params
 
 
 _SPEC_KEYS = frozenset(JobSpec.__dataclass_fields__)
@@ -449,11 +464,11 @@ def enqueue(
     executions allowed. With ``unique_key``, if a live (unfinished) job already
     holds the key, no job is created and that job's id is returned.
     """
-    params = _enqueue_params(
+    query, params = _enqueue_call(
         method, payload, queue, priority, run_at, delay, max_attempts, unique_key, metadata, tags
     )
     with errors.wrap_errors():
-        row = conn.execute(_queries.get("enqueue"), params).fetchone()
+        row = conn.execute(query, params).fetchone()
     assert row is not None
     _metrics.record_enqueued(queue)
     return int(row[0])
@@ -517,11 +532,11 @@ async def enqueue_async(
     tags: Sequence[str] | None = None,
 ) -> int:
     """Async twin of :func:`enqueue`."""
-    params = _enqueue_params(
+    query, params = _enqueue_call(
         method, payload, queue, priority, run_at, delay, max_attempts, unique_key, metadata, tags
     )
     async with errors.wrap_errors_async():
-        cur = await conn.execute(_queries.get("enqueue"), params)
+        cur = await conn.execute(query, params)
         row = await cur.fetchone()
     assert row is not None
     _metrics.record_enqueued(queue)

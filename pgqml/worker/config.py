@@ -34,8 +34,9 @@ class ServerConfig:
     setting                      default      meaning
     ============================ ============ =========================================
     server_name                  ``"pgqml"``  label in logs, metrics and the registry
-    concurrency                  10           jobs held at once: running, or their outcome
-                                              not yet written (qml-rs worker_count)
+    concurrency                  10           handlers running at once (qml-rs worker_count);
+                                              as many finished jobs more may hold their
+                                              claim until their outcome is written
     queues                       ``None``     queues to take jobs from; None = all
     polling_interval             1.0          poll period, the safety net under LISTEN
     listen                       True         LISTEN/NOTIFY wakeup (off for PgBouncer
@@ -51,6 +52,7 @@ class ServerConfig:
     dead_server_timeout          60.0         registry rows older than this are pruned
     completion_batch_size        500          most outcomes written per statement
     completion_flush_interval    0.005        how long an outcome may wait for others
+                                              (only while other claimed jobs still run)
     succeeded_ttl                86400.0      history retention of succeeded jobs
     failed_ttl                   604800.0     history retention of failed jobs
     retry                        exponential  default RetryPolicy (1 s x2, 15 min, ±25 %)

@@ -579,15 +579,13 @@ class BackgroundJobServer:
     # -- fetch -------------------------------------------------------------------
 
     def _free(self) -> int:
-        # A claimed job holds its slot until its outcome is written, so the
-        # server never has more than `concurrency` jobs in flight (and leased):
-        # fast handlers cannot run ahead of the database.
-        return (
-            self.config.concurrency
-            - len(self._attempts)
-            - len(self._unflushed)
-            - len(self._zombies)
-        )
+        # A finished job's slot is free for the next claim while its outcome is
+        # being written (claims and writes overlap), but only up to
+        # `concurrency` such outcomes: past that, unwritten outcomes hold slots,
+        # so fast handlers cannot run ahead of the database and the server
+        # never holds more than 2 x `concurrency` leases.
+        n = self.config.concurrency
+        return n - len(self._attempts) - len(self._zombies) - max(0, len(self._unflushed) - n)
 
     async def _fetch_loop(self) -> None:
         cfg = self.config
@@ -894,8 +892,8 @@ class BackgroundJobServer:
         backoff = 0.0
         while True:
             await self._pending_event.wait()
-            if cfg.completion_flush_interval and len(self._pending) < cfg.completion_batch_size:
-                await asyncio.sleep(cfg.completion_flush_interval)
+            if cfg.completion_flush_interval:
+                await self._gather_outcomes(cfg.completion_flush_interval)
             try:
                 await self._flush_once()
             except asyncio.CancelledError:
@@ -912,6 +910,29 @@ class BackgroundJobServer:
                 await asyncio.sleep(backoff)
             else:
                 backoff = 0.0
+
+    async def _gather_outcomes(self, interval: float) -> None:
+        """Let running jobs join the next write, for at most ``interval`` seconds.
+
+        Waiting only pays while some job is still running: once every claimed
+        job has an outcome (a small batch of fast jobs, or a single job), the
+        write goes out at once, which frees their slots for the next claim.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + interval
+        full = self.config.completion_batch_size
+        while self._attempts and len(self._pending) < full:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            # _record sets the event for each new outcome; the timer ends the wait.
+            self._pending_event.clear()
+            timer = loop.call_later(remaining, self._pending_event.set)
+            try:
+                await self._pending_event.wait()
+            finally:
+                timer.cancel()
+        self._pending_event.set()  # _flush_once clears it once nothing is pending
 
     async def _flush_once(self) -> None:
         cfg = self.config

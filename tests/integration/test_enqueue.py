@@ -143,3 +143,25 @@ def test_listener_wakes_from_select(dsn, autoconn):
         pgqml.enqueue(autoconn, "m")
         ready, _, _ = select.select([listener.fileno()], [], [], 2)
         assert ready
+
+
+def test_plain_and_function_paths_write_the_same_row(conn):
+    """A job due now without unique key, metadata or tags takes the plain INSERT;
+    a tag sends the same job through pgqml.enqueue_v1. Both rows must agree."""
+    with conn.transaction():
+        plain = pgqml.enqueue(conn, "m", {"a": 1}, queue="q", priority=-7, max_attempts=3)
+        via_fn = pgqml.enqueue(conn, "m", {"a": 1}, queue="q", priority=-7, max_attempts=3,
+                               tags=["t"])  # fmt: skip
+        rows = conn.execute(
+            "SELECT id, method, queue, payload, state, priority, attempt, max_attempts,"
+            " run_at = now(), created_at = now(), metadata, tags, unique_key"
+            " FROM pgqml.jobs WHERE id = ANY(%s) ORDER BY id",
+            ([plain, via_fn],),
+        ).fetchall()
+    a, b = rows
+    assert a[0] == plain and b[0] == via_fn
+    assert a[1:11] == b[1:11] == (
+        "m", "q", {"a": 1}, "enqueued", -7, 0, 3, True, True, {},
+    )  # fmt: skip
+    assert (a[11], b[11]) == ([], ["t"])
+    assert a[12] is None and b[12] is None
