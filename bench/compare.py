@@ -278,7 +278,11 @@ class Bench:
             await asyncio.sleep(0.005)
             now = time.perf_counter()
             if now > deadline:
-                raise TimeoutError(f"{group.done():,} of {n:,} ran within {self.args.timeout:g} s")
+                done = group.done()
+                raise TimeoutError(
+                    f"only {done:,} of {n:,} ran within {self.args.timeout:g} s "
+                    f"({done / self.args.timeout:,.0f} jobs/s)"
+                )
             if not group.alive():
                 raise RuntimeError("a worker process died")
             if now - last > 15:

@@ -276,13 +276,13 @@ def _enqueue_call(
         and row.metadata == b"{}"
         and not row.tags
     ):
-        return _queries.get("enqueue_plain"), (
-            row.method,
-            row.queue,
-            _JsonText(row.payload),
-            row.priority,
-            row.max_attempts,
-        )
+        return _queries.get("enqueue_plain"), {
+            "method": row.method,
+            "queue": row.queue,
+            "payload": _JsonText(row.payload),
+            "priority": row.priority,
+            "max_attempts": row.max_attempts,
+        }
     params = row._asdict()
     params["payload"] = _JsonText(row.payload)
     params["metadata"] = _JsonText(row.metadata)
@@ -292,11 +292,15 @@ def _enqueue_call(
 _SPEC_KEYS = frozenset(JobSpec.__dataclass_fields__)
 
 
-def _prepare_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[_Row]:
-    limit = _max_payload_bytes()
+def _prepare_many(
+    jobs: Iterable[JobSpec | Mapping[str, Any]], start: int = 0, limit: int | None = None
+) -> list[_Row]:
+    """Validate and encode ``jobs``; errors name the job's index (counted from ``start``)."""
+    if limit is None:
+        limit = _max_payload_bytes()
     rows: list[_Row] = []
     append = rows.append
-    for index, job in enumerate(jobs):
+    for index, job in enumerate(jobs, start):
         try:
             if isinstance(job, JobSpec):
                 append(
@@ -437,6 +441,34 @@ def _count_enqueued(rows: list[_Row]) -> None:
 #: Below this size the JSON statement is as fast as COPY and needs one round trip.
 _COPY_THRESHOLD = 64
 
+#: Jobs validated, encoded and sent per COPY chunk: the server inserts one chunk
+#: while Python prepares the next, so the two overlap instead of adding up.
+_COPY_CHUNK = 1000
+
+
+def _has_unique_key(jobs: list[Any]) -> bool:
+    for job in jobs:
+        key = (
+            job.unique_key
+            if isinstance(job, JobSpec)
+            else (job.get("unique_key") if isinstance(job, Mapping) else None)
+        )
+        if key is not None:
+            return True
+    return False
+
+
+def _count_queues(rows: list[_Row], counts: dict[str, int]) -> None:
+    for r in rows:
+        counts[r.queue] = counts.get(r.queue, 0) + 1
+
+
+def _record_counts(counts: dict[str, int]) -> None:
+    if _metrics.get() is None:
+        return
+    for queue, n in counts.items():
+        _metrics.record_enqueued(queue, n)
+
 
 # -- sync API ----------------------------------------------------------------
 
@@ -482,29 +514,40 @@ def enqueue_many(
     If any job is invalid, nothing is written. Jobs with a ``unique_key``
     behave as in :func:`enqueue`, also against each other within the batch.
     """
-    rows = _prepare_many(jobs)
-    if not rows:
-        return []
-    with errors.wrap_errors():
-        if len(rows) < _COPY_THRESHOLD or any(r.unique_key is not None for r in rows):
+    specs = jobs if isinstance(jobs, list) else list(jobs)
+    if len(specs) < _COPY_THRESHOLD or _has_unique_key(specs):
+        rows = _prepare_many(specs)
+        if not rows:
+            return []
+        with errors.wrap_errors():
             cur = conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(rows)})
             out = [int(r[0]) for r in cur.fetchall()]
-            _count_enqueued(rows)
-            return out
-        # No transaction of our own: both statements run in the caller's
-        # (a failed COPY writes nothing; its reserved ids are simply skipped).
+        _count_enqueued(rows)
+        return out
+    limit = _max_payload_bytes()
+    _prepare_many(specs[:1], 0, limit)  # a wrong type fails before any statement
+    counts: dict[str, int] = {}
+    with errors.wrap_errors():
         reserved = (
             conn.cursor(binary=True)
-            .execute(_queries.get("reserve_job_ids"), {"count": len(rows)})
+            .execute(_queries.get("reserve_job_ids"), {"count": len(specs)})
             .fetchone()
         )
         assert reserved is not None
         ids: list[int] = reserved[0]
         now: datetime = reserved[1]
-        with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
-            copy.write(_copy_buffer(rows, ids, now))
-        _count_enqueued(rows)
-        return ids
+        # The reservation opened the caller's transaction (or ran alone in
+        # autocommit), so this block is a savepoint (or a transaction of its
+        # own): bad input found in a later chunk aborts the COPY and rolls
+        # back only this block, leaving the caller's transaction usable.
+        with conn.transaction(), conn.cursor().copy(_queries.get("copy_jobs")) as copy:
+            for start in range(0, len(specs), _COPY_CHUNK):
+                end = start + _COPY_CHUNK
+                rows = _prepare_many(specs[start:end], start, limit)
+                copy.write(_copy_buffer(rows, ids[start:end], now))
+                _count_queues(rows, counts)
+    _record_counts(counts)
+    return ids
 
 
 def get_job(conn: psycopg.Connection[Any], job_id: int) -> Any:
@@ -547,25 +590,34 @@ async def enqueue_many_async(
     conn: psycopg.AsyncConnection[Any], jobs: Iterable[JobSpec | Mapping[str, Any]]
 ) -> list[int]:
     """Async twin of :func:`enqueue_many`."""
-    rows = _prepare_many(jobs)
-    if not rows:
-        return []
-    async with errors.wrap_errors_async():
-        if len(rows) < _COPY_THRESHOLD or any(r.unique_key is not None for r in rows):
+    specs = jobs if isinstance(jobs, list) else list(jobs)
+    if len(specs) < _COPY_THRESHOLD or _has_unique_key(specs):
+        rows = _prepare_many(specs)
+        if not rows:
+            return []
+        async with errors.wrap_errors_async():
             cur = await conn.execute(_queries.get("enqueue_many"), {"jobs": _json_body(rows)})
             out = [int(r[0]) for r in await cur.fetchall()]
-            _count_enqueued(rows)
-            return out
+        _count_enqueued(rows)
+        return out
+    limit = _max_payload_bytes()
+    _prepare_many(specs[:1], 0, limit)
+    counts: dict[str, int] = {}
+    async with errors.wrap_errors_async():
         cur = conn.cursor(binary=True)
-        await cur.execute(_queries.get("reserve_job_ids"), {"count": len(rows)})
+        await cur.execute(_queries.get("reserve_job_ids"), {"count": len(specs)})
         reserved = await cur.fetchone()
         assert reserved is not None
         ids: list[int] = reserved[0]
         now: datetime = reserved[1]
-        async with conn.cursor().copy(_queries.get("copy_jobs")) as copy:
-            await copy.write(_copy_buffer(rows, ids, now))
-        _count_enqueued(rows)
-        return ids
+        async with conn.transaction(), conn.cursor().copy(_queries.get("copy_jobs")) as copy:
+            for start in range(0, len(specs), _COPY_CHUNK):
+                end = start + _COPY_CHUNK
+                rows = _prepare_many(specs[start:end], start, limit)
+                await copy.write(_copy_buffer(rows, ids[start:end], now))
+                _count_queues(rows, counts)
+    _record_counts(counts)
+    return ids
 
 
 async def get_job_async(conn: psycopg.AsyncConnection[Any], job_id: int) -> Any:

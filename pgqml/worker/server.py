@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import random
 import secrets
@@ -243,6 +244,13 @@ class BackgroundJobServer:
         self._fetch_task: asyncio.Task[None] | None = None
         self._fetch_conn: psycopg.AsyncConnection[Any] | None = None
         self._done: asyncio.Event | None = None
+        # An all-queues server claims from the queues known to hold waiting
+        # jobs: listing them in SQL (a loose index scan) on every claim cost
+        # ~0.3 ms of a ~0.65 ms claim. The list is refreshed at least once per
+        # polling interval, and a notification adds its queue at once.
+        self._active: set[str] = set()
+        self._notified: set[str] = set()
+        self._active_at = -math.inf
 
     # -- public lifecycle ----------------------------------------------------
 
@@ -660,12 +668,17 @@ class BackgroundJobServer:
         if self._fetch_conn is None:
             self._fetch_conn = await self._pool.getconn()
         try:
+            queues = self._queues
+            if queues is None:
+                queues = await self._active_queues(self._fetch_conn)
+                if not queues:
+                    return []
             return await _fetchall(
                 self._fetch_conn,
                 "fetch_jobs",
                 {
                     "owner": self.server_id,
-                    "queues": self._queues,
+                    "queues": queues,
                     "methods": self._methods,
                     "limit": limit,
                     "lease": self.config.lease_duration,
@@ -676,6 +689,17 @@ class BackgroundJobServer:
         except BaseException:
             await self._put_fetch_conn()
             raise
+
+    async def _active_queues(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
+        """The queues an all-queues server claims from (see ``_reset``)."""
+        now = time.monotonic()
+        if now - self._active_at >= self.config.polling_interval:
+            self._notified = set()
+            rows = await _fetchall(conn, "known_queues", {})
+            # A queue notified while the list was being read stays in it.
+            self._active = set(rows[0][0] or []) | self._notified
+            self._active_at = now
+        return sorted(self._active)
 
     async def _put_fetch_conn(self) -> None:
         conn, self._fetch_conn = self._fetch_conn, None
@@ -1178,7 +1202,12 @@ class BackgroundJobServer:
                 # Notifications sent while we were away are gone: look now.
                 self._wake.set()
                 async for notify in conn.notifies():
-                    if queues is None or notify.payload in queues:
+                    if queues is None:
+                        if notify.payload:
+                            self._active.add(notify.payload)
+                            self._notified.add(notify.payload)
+                        self._wake.set()
+                    elif notify.payload in queues:
                         self._wake.set()
             except asyncio.CancelledError:
                 raise

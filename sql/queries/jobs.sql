@@ -14,7 +14,7 @@ SELECT pgqml.enqueue_v1(
 -- constraints still guard it. One plain INSERT (no function call), which
 -- makes a single-job commit about 15% faster than going through enqueue_v1.
 INSERT INTO pgqml.jobs (method, queue, payload, priority, max_attempts)
-VALUES (%s, %s, %s, %s, %s)
+VALUES (%(method)s, %(queue)s, %(payload)s, %(priority)s, %(max_attempts)s)
 RETURNING id
 
 -- name: enqueue_many

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -83,3 +84,43 @@ def test_rollback_of_bulk(conn):
     pgqml.enqueue_many(conn, [JobSpec("m") for _ in range(300)])
     conn.rollback()
     assert conn.execute("SELECT count(*) FROM pgqml.jobs").fetchone()[0] == 0
+
+
+def _bad_late_batch() -> list[dict[str, object]]:
+    # Past the first COPY chunk: rows before it have already been streamed.
+    return [{"method": "m", "payload": {"i": i}} for i in range(2500)] + [
+        {"method": "m", "priority": 5000}
+    ]
+
+
+def test_bad_job_in_a_late_copy_chunk_keeps_the_callers_transaction(conn):
+    mine = pgqml.enqueue(conn, "mine")  # the caller's own work, same transaction
+    with pytest.raises(pgqml.errors.InvalidPriority, match="job 2500"):
+        pgqml.enqueue_many(conn, _bad_late_batch())
+    # The transaction is still usable and still holds the caller's job.
+    assert conn.execute("SELECT array_agg(id) FROM pgqml.jobs").fetchone()[0] == [mine]
+    conn.commit()
+    assert conn.execute("SELECT count(*) FROM pgqml.jobs").fetchone()[0] == 1
+
+
+def test_bad_job_in_a_late_copy_chunk_writes_nothing_in_autocommit(autoconn):
+    with pytest.raises(pgqml.errors.InvalidPriority, match="job 2500"):
+        pgqml.enqueue_many(autoconn, _bad_late_batch())
+    assert autoconn.execute("SELECT count(*) FROM pgqml.jobs").fetchone()[0] == 0
+    ids = pgqml.enqueue_many(autoconn, [JobSpec("m", {"i": i}) for i in range(2500)])
+    assert autoconn.execute("SELECT count(*) FROM pgqml.jobs").fetchone()[0] == len(ids) == 2500
+
+
+def test_async_bad_job_in_a_late_copy_chunk(dsn):
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as aconn:
+            mine = await pgqml.enqueue_async(aconn, "mine")
+            with pytest.raises(pgqml.errors.InvalidPriority, match="job 2500"):
+                await pgqml.enqueue_many_async(aconn, _bad_late_batch())
+            ids = await pgqml.enqueue_many_async(aconn, [JobSpec("m") for _ in range(2100)])
+            await aconn.commit()
+            cur = await aconn.execute("SELECT count(*), min(id) FROM pgqml.jobs")
+            assert await cur.fetchone() == (2101, mine)
+            assert len(set(ids)) == 2100
+
+    asyncio.run(main())
