@@ -724,6 +724,26 @@ THROUGHPUT_ROWS = [
     ("drain, tuned, 1 ms sleep", "drain/tuned/sleep1ms", None),
     ("drain, tuned, no-op, with the big backlog", "scale/tuned/noop", "raw/claim"),
 ]
+PLOT_LABELS = {
+    "enqueue_single": "enqueue\n1 per txn",
+    "enqueue_bulk": "enqueue\nbulk",
+    "drain/default/noop": "drain no-op\ndefault",
+    "drain/documented/noop": "drain no-op\ndocumented",
+    "drain/tuned/noop": "drain no-op\ntuned",
+    "drain/default/sleep1ms": "drain 1 ms\ndefault",
+    "drain/documented/sleep1ms": "drain 1 ms\ndocumented",
+    "drain/tuned/sleep1ms": "drain 1 ms\ntuned",
+    "scale/tuned/noop": "drain no-op\nbig backlog",
+}
+
+
+def runs_for(results: dict[str, Any], system: str, key: str) -> list[dict[str, Any]] | None:
+    """A system's samples for a row; "documented" falls back to "tuned" when they are one."""
+    s = results["samples"]
+    runs = s.get(f"{system}/{key}")
+    if not runs and "/documented/" in key and not results["configs"][system]["documented"]:
+        runs = s.get(f"{system}/{key.replace('/documented/', '/tuned/')}")
+    return runs
 
 
 def report(results: dict[str, Any]) -> str:
@@ -770,10 +790,7 @@ def report(results: dict[str, Any]) -> str:
     for title, key, raw_key in THROUGHPUT_ROWS:
         cells, meds = [], {}
         for x in systems:
-            runs = s.get(f"{x}/{key}")
-            if not runs and "/documented/" in key and not results["configs"][x]["documented"]:
-                runs = s.get(f"{x}/{key.replace('/documented/', '/tuned/')}")
-            txt, meds[x] = fmt_rate(runs)
+            txt, meds[x] = fmt_rate(runs_for(results, x, key))
             cells.append(txt)
         ratios = [ratio(meds.get("pgqml"), meds.get(p)) for p in peers]
         raw_txt, raw_med = fmt_rate(s.get(raw_key)) if raw_key else ("—", None)
@@ -920,20 +937,28 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         return False
     s, systems, m = results["samples"], results["args"]["systems"], results["machine"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
-    rows = [(t, k) for t, k, _ in THROUGHPUT_ROWS]
+    keys = [k for _, k, _ in THROUGHPUT_ROWS]
     width = 0.8 / len(systems)
+    positive = [v for x in systems for k in keys if (v := median_ok(runs_for(results, x, k) or []))]
+    bottom = min(positive, default=1.0) / 2
     for j, x in enumerate(systems):
-        vals = [median_ok(s.get(f"{x}/{k}", [])) or 0 for _, k in rows]
-        bars = ax1.bar([i + j * width for i in range(len(rows))], vals, width, label=x)
+        runs = [runs_for(results, x, k) or [] for k in keys]
+        vals = [median_ok(r) or 0 for r in runs]
+        xs = [i + j * width for i in range(len(keys))]
+        bars = ax1.bar(xs, vals, width, label=x)
         ax1.bar_label(
             bars, labels=[f"{v:,.0f}" if v else "" for v in vals], fontsize=6, rotation=90
         )
-    ax1.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(rows))])
-    ax1.set_xticklabels([t.replace(", ", "\n", 1) for t, _ in rows], fontsize=7)
+        for xpos, v, rr in zip(xs, vals, runs, strict=True):
+            if not v and any(r["error"] for r in rr):
+                ax1.text(xpos, bottom * 1.1, "FAILED", rotation=90, fontsize=6, ha="center")
+    ax1.set_ylim(bottom=bottom, top=max(positive, default=10.0) * 8)  # room for the legend
+    ax1.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(keys))])
+    ax1.set_xticklabels([PLOT_LABELS[k] for k in keys], fontsize=7)
     ax1.set_yscale("log")
     ax1.set_ylabel("jobs/s (log scale, higher is better)")
     ax1.set_title("Throughput, median of rounds")
-    ax1.legend()
+    ax1.legend(loc="upper right", ncols=len(systems))
     groups = [
         ("idle p50", "idle", "p50"),
         ("idle p99", "idle", "p99"),
@@ -949,7 +974,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     ax2.set_yscale("log")
     ax2.set_ylabel("ms, enqueue to start (log scale, lower is better)")
     ax2.set_title("Latency, median of rounds")
-    ax2.legend()
+    ax2.legend(loc="upper left")
     fig.suptitle(
         f"pgqml and peers on {m['cpu']}, {m['cores']} cores, PostgreSQL {m['postgres']}",
         fontsize=9,
