@@ -432,10 +432,8 @@ def _count_enqueued(rows: list[_Row]) -> None:
     if _metrics.get() is None:
         return
     counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.queue] = counts.get(r.queue, 0) + 1
-    for queue, n in counts.items():
-        _metrics.record_enqueued(queue, n)
+    _count_queues(rows, counts)
+    _record_counts(counts)
 
 
 #: Below this size the JSON statement is as fast as COPY and needs one round trip.
@@ -464,8 +462,6 @@ def _count_queues(rows: list[_Row], counts: dict[str, int]) -> None:
 
 
 def _record_counts(counts: dict[str, int]) -> None:
-    if _metrics.get() is None:
-        return
     for queue, n in counts.items():
         _metrics.record_enqueued(queue, n)
 
@@ -527,6 +523,7 @@ def enqueue_many(
     limit = _max_payload_bytes()
     _prepare_many(specs[:1], 0, limit)  # a wrong type fails before any statement
     counts: dict[str, int] = {}
+    counting = _metrics.get() is not None
     with errors.wrap_errors():
         reserved = (
             conn.cursor(binary=True)
@@ -545,7 +542,8 @@ def enqueue_many(
                 end = start + _COPY_CHUNK
                 rows = _prepare_many(specs[start:end], start, limit)
                 copy.write(_copy_buffer(rows, ids[start:end], now))
-                _count_queues(rows, counts)
+                if counting:
+                    _count_queues(rows, counts)
     _record_counts(counts)
     return ids
 
@@ -603,6 +601,7 @@ async def enqueue_many_async(
     limit = _max_payload_bytes()
     _prepare_many(specs[:1], 0, limit)
     counts: dict[str, int] = {}
+    counting = _metrics.get() is not None
     async with errors.wrap_errors_async():
         cur = conn.cursor(binary=True)
         await cur.execute(_queries.get("reserve_job_ids"), {"count": len(specs)})
@@ -615,7 +614,8 @@ async def enqueue_many_async(
                 end = start + _COPY_CHUNK
                 rows = _prepare_many(specs[start:end], start, limit)
                 await copy.write(_copy_buffer(rows, ids[start:end], now))
-                _count_queues(rows, counts)
+                if counting:
+                    _count_queues(rows, counts)
     _record_counts(counts)
     return ids
 

@@ -487,6 +487,10 @@ def test_metrics_record_outcomes_durations_and_queue_depth(dsn, autoconn):
     pgqml.enqueue(autoconn, "mbad", queue="mq")
     pgqml.enqueue_many(autoconn, [pgqml.JobSpec("nobody", queue="mq") for _ in range(2)])
     assert sample("pgqml_jobs_enqueued_total", queue="mq") - before["enq"] == 6
+    # the COPY path (64+ jobs) counts per queue too
+    other = sample("pgqml_jobs_enqueued_total", queue="mq-bulk")
+    pgqml.enqueue_many(autoconn, [pgqml.JobSpec("nobody", queue="mq-bulk") for _ in range(1500)])
+    assert sample("pgqml_jobs_enqueued_total", queue="mq-bulk") - other == 1500
     with running(dsn, reg, queues=["mq"], stats_interval=0.2):
         wait_until(
             lambda: (
