@@ -1032,7 +1032,13 @@ def main() -> int:
     ap.add_argument("--load-seconds", type=float, default=10.0, help="length of a load run")
     ap.add_argument("--scale-history", type=int, default=1_000_000, help="finished rows")
     ap.add_argument("--scale-scheduled", type=int, default=500_000, help="future rows")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per run")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="seconds allowed per run; past it the run is a FAILURE with its partial\n"
+        "rate (procrastinate's scale drain needs ~12 min for 20k jobs)",
+    )
     ap.add_argument(
         "--loop",
         choices=("uvloop", "asyncio"),
@@ -1048,9 +1054,24 @@ def main() -> int:
         "pgqueuer:1:managers=5,batch_size=50 (repeatable; values are ints)",
     )
     ap.add_argument("--no-raw", action="store_true", help="skip the raw-PostgreSQL ceiling")
-    ap.add_argument("--results", type=Path, default=HERE / "compare-results.json")
-    ap.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
-    ap.add_argument("--plot", type=Path, default=HERE / "compare.png")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=HERE / "compare-results.json",
+        help="every sample and the machine, as JSON (default bench/compare-results.json)",
+    )
+    ap.add_argument(
+        "--markdown",
+        type=Path,
+        default=HERE / "RESULTS.md",
+        help="page whose generated section is replaced (default bench/RESULTS.md)",
+    )
+    ap.add_argument(
+        "--plot",
+        type=Path,
+        default=HERE / "compare.png",
+        help="PNG of throughput and latency (default bench/compare.png)",
+    )
     ap.add_argument("--no-write", action="store_true", help="print the report only")
     ap.add_argument("--report-only", action="store_true", help="rebuild from --results")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke run")
