@@ -625,3 +625,28 @@ def test_a_handler_raising_system_exit_fails_its_job_not_the_worker(dsn, autocon
         assert server.running_jobs == 0 and server.is_running
     assert (da["state"], da["last_error"]) == ("failed", "SystemExit: 3")
     assert db["state"] == "failed" and db["last_error"].startswith("KeyboardInterrupt")
+
+
+def test_all_queues_server_finds_queues_it_was_never_told_about(dsn, autoconn):
+    """An all-queues server claims from a cached list of active queues. A queue
+    announced by a notification joins it at once; a queue whose only job
+    becomes due later (scheduled jobs send no notification) joins at the next
+    refresh, within a polling interval."""
+    reg = pgqml.WorkerRegistry()
+    ran: dict[int, float] = {}
+
+    @reg.task("seen")
+    async def seen(ctx: pgqml.WorkerContext) -> None:
+        ran[ctx.job.id] = time.monotonic()
+
+    with running(dsn, reg, polling_interval=1.0):
+        time.sleep(0.3)  # started, its list holds no queue yet
+        t0 = time.monotonic()
+        fresh = pgqml.enqueue(autoconn, "seen", queue="brand-new")
+        wait_until(lambda: fresh in ran, timeout=5)
+        assert ran[fresh] - t0 < 0.5  # the notification, not the next poll
+        later = pgqml.enqueue(autoconn, "seen", queue="due-later", delay=0.5)
+        wait_until(lambda: later in ran, timeout=5)
+        due = job_row(autoconn, later)["run_at"].timestamp()
+        assert time.time() - due < 3.0
+    assert job_row(autoconn, fresh)["state"] == job_row(autoconn, later)["state"] == "succeeded"
