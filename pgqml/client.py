@@ -445,13 +445,12 @@ _COPY_CHUNK = 1000
 
 
 def _has_unique_key(jobs: list[Any]) -> bool:
+    """Does any job ask for a unique key? (Such batches take the SQL path.)"""
     for job in jobs:
-        key = (
-            job.unique_key
-            if isinstance(job, JobSpec)
-            else (job.get("unique_key") if isinstance(job, Mapping) else None)
-        )
-        if key is not None:
+        if isinstance(job, JobSpec):
+            if job.unique_key is not None:
+                return True
+        elif isinstance(job, Mapping) and job.get("unique_key") is not None:
             return True
     return False
 
@@ -505,9 +504,12 @@ def enqueue(
 def enqueue_many(
     conn: psycopg.Connection[Any], jobs: Iterable[JobSpec | Mapping[str, Any]]
 ) -> list[int]:
-    """Enqueue many jobs in one round trip (COPY for large batches); ids in input order.
+    """Enqueue many jobs in the caller's transaction; their ids, in input order.
 
-    If any job is invalid, nothing is written. Jobs with a ``unique_key``
+    Batches of 64+ jobs without unique keys are streamed through COPY in
+    chunks (validated as they are sent), others go in one statement. If any
+    job is invalid, nothing is written and the caller's transaction stays
+    usable. Jobs with a ``unique_key``
     behave as in :func:`enqueue`, also against each other within the batch.
     """
     specs = jobs if isinstance(jobs, list) else list(jobs)
@@ -521,7 +523,6 @@ def enqueue_many(
         _count_enqueued(rows)
         return out
     limit = _max_payload_bytes()
-    _prepare_many(specs[:1], 0, limit)  # a wrong type fails before any statement
     counts: dict[str, int] = {}
     counting = _metrics.get() is not None
     with errors.wrap_errors():
@@ -599,7 +600,6 @@ async def enqueue_many_async(
         _count_enqueued(rows)
         return out
     limit = _max_payload_bytes()
-    _prepare_many(specs[:1], 0, limit)
     counts: dict[str, int] = {}
     counting = _metrics.get() is not None
     async with errors.wrap_errors_async():

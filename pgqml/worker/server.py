@@ -940,7 +940,7 @@ class BackgroundJobServer:
 
         Waiting only pays while some job is still running: once every claimed
         job has an outcome (a small batch of fast jobs, or a single job), the
-        write goes out at once, which frees their slots for the next claim.
+        write goes out at once and their leases end without a pointless wait.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + interval
