@@ -40,36 +40,45 @@ def log(msg: str) -> None:
 
 
 @contextlib.contextmanager
+def fresh_database(admin_dsn: str, name: str) -> Iterator[str]:
+    """Create an empty database ``name`` (replacing a leftover one); yield its DSN.
+
+    The database is dropped afterwards, whatever happened.
+    """
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(drop)
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(admin_dsn, dbname=name)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(drop)
+
+
+@contextlib.contextmanager
 def scratch_database(admin_dsn: str) -> Iterator[tuple[str, Any]]:
     """Create and migrate ``pgqml_bench_<pid>``; yield its DSN and a settings line.
 
     The database is dropped afterwards, whatever happened.
     """
-    dbname = f"pgqml_bench_{os.getpid()}"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        try:
-            dsn = make_conninfo(admin_dsn, dbname=dbname)
-            with psycopg.connect(dsn) as c:
-                pgqml.migrate(c)
-                c.commit()
-                row = c.execute(
-                    "SELECT current_setting('server_version'),"
-                    " current_setting('synchronous_commit'), current_setting('fsync'),"
-                    " current_setting('shared_buffers')"
-                ).fetchone()
-            assert row is not None
-            yield (
-                dsn,
-                (
-                    f"PostgreSQL {row[0]}, synchronous_commit={row[1]}, fsync={row[2]}, "
-                    f"shared_buffers={row[3]}; pgqml impl={pgqml.__impl__}"
-                ),
-            )
-        finally:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-            )
+    with fresh_database(admin_dsn, f"pgqml_bench_{os.getpid()}") as dsn:
+        with psycopg.connect(dsn) as c:
+            pgqml.migrate(c)
+            c.commit()
+            row = c.execute(
+                "SELECT current_setting('server_version'),"
+                " current_setting('synchronous_commit'), current_setting('fsync'),"
+                " current_setting('shared_buffers')"
+            ).fetchone()
+        assert row is not None
+        yield (
+            dsn,
+            (
+                f"PostgreSQL {row[0]}, synchronous_commit={row[1]}, fsync={row[2]}, "
+                f"shared_buffers={row[3]}; pgqml impl={pgqml.__impl__}"
+            ),
+        )
 
 
 def quiet_logging() -> collections.Counter[str]:

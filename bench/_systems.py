@@ -14,6 +14,7 @@ exactly once and measure enqueue-to-start latency.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
@@ -38,76 +39,92 @@ class WorkerConfig:
         return f"{self.processes} process{'es' if self.processes > 1 else ''}: {opts}"
 
 
-class Worker:
+class Worker(abc.ABC):
     """A worker bound to a handler: ``open`` before the clock starts, ``run`` until ``stop``."""
 
+    @abc.abstractmethod
     async def open(self) -> None:
-        raise NotImplementedError
+        """Connect and register the handler; nothing is claimed yet."""
 
+    @abc.abstractmethod
     async def run(self) -> None:
-        raise NotImplementedError
+        """Work until :meth:`stop`, then return after a graceful shutdown."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Ask :meth:`run` to finish (from the worker's event loop)."""
 
+    @abc.abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Close what :meth:`open` opened."""
 
 
-class Client:
+class Client(abc.ABC):
     """The enqueueing side, on connections opened by ``open``."""
 
+    @abc.abstractmethod
     async def open(self) -> None:
-        raise NotImplementedError
+        """Connect (before the clock starts)."""
 
+    @abc.abstractmethod
     async def enqueue_one(self, i: int) -> None:
         """One job in its own committed transaction."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def enqueue_bulk(self, keys: list[int]) -> None:
         """All ``keys`` through the library's bulk API, committed once."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Close the connections."""
 
 
-class System:
+class System(abc.ABC):
     """One queue library: how to install, enqueue, work, and read its tables."""
 
     name = ""
-    #: what "default" and "tuned" mean for this system, and why
+    #: the sequence the system's job ids come from
+    id_sequence = ""
+    #: what "default", "documented" and "tuned" mean for this system, and why
     configs: dict[str, WorkerConfig] = {}
     tuned_note = ""
 
+    @abc.abstractmethod
     def install(self, dsn: str) -> None:
-        raise NotImplementedError
+        """Create the system's schema with its own tool, in an empty database."""
 
+    @abc.abstractmethod
     def client(self, dsn: str) -> Client:
-        raise NotImplementedError
+        """An enqueueing client (not yet connected)."""
 
+    @abc.abstractmethod
     def worker(self, dsn: str, options: dict[str, Any], on_job: OnJob) -> Worker:
-        raise NotImplementedError
+        """A worker with ``options`` whose handler calls ``on_job(i)``."""
 
     def mark(self, conn: psycopg.Connection[Any]) -> int:
         """The newest job id so far: rows above it belong to the next scenario."""
-        raise NotImplementedError
+        return int(
+            _scalar(
+                conn,
+                f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {self.id_sequence}",
+            )
+        )
 
+    @abc.abstractmethod
     def unfinished(self, conn: psycopg.Connection[Any], mark: int) -> bool:
         """Is any job above ``mark`` still waiting or running (cheap: index probes)?"""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def failures(self, conn: psycopg.Connection[Any], mark: int) -> int:
         """Jobs above ``mark`` that ended in failure (or were retried)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cleanup(self, conn: psycopg.Connection[Any], mark: int) -> None:
         """Delete every row a scenario added above ``mark`` (history included)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fill(self, conn: psycopg.Connection[Any], history: int, scheduled: int) -> None:
         """Add ``history`` finished jobs and ``scheduled`` jobs due tomorrow, in SQL."""
-        raise NotImplementedError
 
     def versions(self) -> dict[str, str]:
         return {}
@@ -148,6 +165,7 @@ def _scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> An
 
 
 class PgqmlSystem(System):
+    id_sequence = "pgqml.job_id_seq"
     name = "pgqml"
     configs = {
         "default": WorkerConfig("default", 1, {}),
@@ -174,13 +192,6 @@ class PgqmlSystem(System):
 
     def worker(self, dsn: str, options: dict[str, Any], on_job: OnJob) -> Worker:
         return _PgqmlWorker(dsn, options, on_job)
-
-    def mark(self, conn: psycopg.Connection[Any]) -> int:
-        return int(
-            _scalar(
-                conn, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgqml.job_id_seq"
-            )
-        )
 
     def unfinished(self, conn: psycopg.Connection[Any], mark: int) -> bool:
         return bool(
@@ -300,6 +311,7 @@ class _PgqmlWorker(Worker):
 
 
 class PgqueuerSystem(System):
+    id_sequence = "pgqueuer_id_seq"
     name = "pgqueuer"
     configs = {
         "default": WorkerConfig("default", 1, {"managers": 1, "batch_size": 10}),
@@ -330,13 +342,6 @@ class PgqueuerSystem(System):
 
     def worker(self, dsn: str, options: dict[str, Any], on_job: OnJob) -> Worker:
         return _PgqueuerWorker(dsn, options, on_job)
-
-    def mark(self, conn: psycopg.Connection[Any]) -> int:
-        return int(
-            _scalar(
-                conn, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgqueuer_id_seq"
-            )
-        )
 
     def unfinished(self, conn: psycopg.Connection[Any], mark: int) -> bool:
         # Finished jobs leave the queue table (their record goes to pgqueuer_log).
@@ -434,6 +439,7 @@ class _PgqueuerWorker(Worker):
 
 
 class ProcrastinateSystem(System):
+    id_sequence = "procrastinate_jobs_id_seq"
     name = "procrastinate"
     configs = {
         "default": WorkerConfig("default", 1, {"concurrency": 1}),
@@ -466,15 +472,6 @@ class ProcrastinateSystem(System):
 
     def worker(self, dsn: str, options: dict[str, Any], on_job: OnJob) -> Worker:
         return _ProcrastinateWorker(self, dsn, options, on_job)
-
-    def mark(self, conn: psycopg.Connection[Any]) -> int:
-        return int(
-            _scalar(
-                conn,
-                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
-                " FROM procrastinate_jobs_id_seq",
-            )
-        )
 
     def unfinished(self, conn: psycopg.Connection[Any], mark: int) -> bool:
         return bool(

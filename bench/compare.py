@@ -53,14 +53,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from _common import fresh_database
 from _systems import SYSTEMS, System, WorkerConfig, quiet_libraries
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- compare.py: begin -->", "<!-- compare.py: end -->"
@@ -138,8 +137,16 @@ class WorkerGroup:
     """``config.processes`` worker processes of one system, started connected and idle."""
 
     def __init__(
-        self, args: argparse.Namespace, system: System, dsn: str, config: WorkerConfig, body: str
+        self,
+        args: argparse.Namespace,
+        system: System,
+        dsn: str,
+        config: WorkerConfig,
+        body: str,
+        *,
+        signal_starts: bool = False,
     ) -> None:
+        """``signal_starts``: each job start also writes a byte to ``self.reader``."""
         self.mp = multiprocessing.get_context("spawn")
         self.n = config.processes
         self.counts = self.mp.Array("q", self.n, lock=False)
@@ -160,7 +167,7 @@ class WorkerGroup:
                     self.go,
                     self.stop_ev,
                     self.out,
-                    writer if args.signal_starts else None,
+                    writer if signal_starts else None,
                     args.loop == "uvloop",
                 ),
                 daemon=True,
@@ -317,9 +324,8 @@ class Bench:
         """Idle (rate None: one job at a time) or under load (``rate`` jobs/s in 10 ms ticks)."""
         args = self.args
         mark = self.system.mark(self.conn)
-        args.signal_starts = rate is None
-        group = WorkerGroup(args, self.system, self.dsn, self.system.configs["tuned"], "noop")
-        args.signal_starts = False
+        tuned = self.system.configs["tuned"]
+        group = WorkerGroup(args, self.system, self.dsn, tuned, "noop", signal_starts=rate is None)
         client = self.system.client(self.dsn)
         await client.open()
         sent_at: dict[int, float] = {}
@@ -503,21 +509,6 @@ class RawCeiling:
 
 
 # ------------------------------------------------------------------------ the run
-
-
-@contextlib.contextmanager
-def fresh_database(admin_dsn: str, label: str) -> Iterator[str]:
-    name = f"pgqml_cmp_{label}_{os.getpid()}"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(admin_dsn, dbname=name)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 Samples = dict[str, list[Any]]
@@ -1106,8 +1097,6 @@ def main() -> int:
             args.loop = "uvloop"
         except ImportError:
             args.loop = "asyncio"
-    args.signal_starts = False
-
     if args.report_only:
         results = json.loads(args.results.read_text())
     else:
@@ -1126,7 +1115,8 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             dsns = {}
             for x in args.systems + ([] if args.no_raw else ["raw"]):
-                dsns[x] = stack.enter_context(fresh_database(args.dsn, x))
+                name = f"pgqml_cmp_{x}_{os.getpid()}"
+                dsns[x] = stack.enter_context(fresh_database(args.dsn, name))
                 if x != "raw":
                     log(f"{x}: installing its schema in a fresh database")
                     SYSTEMS[x]().install(dsns[x])
